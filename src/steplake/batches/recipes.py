@@ -1,0 +1,455 @@
+"""Batch recipes: advantages, pairs and selections for downstream RL algorithms (CONTRACT §4).
+
+Everything here works on plain JSON-like dicts (the ``groups`` of a batch answer) and never mutates
+its input: group, trajectory and step dicts are shallow-copied, token-id lists are shared.
+
+The outcome reward ``r`` of a trajectory is ``trajectory["reward"]``. Formulas (float64):
+
+- ``grpo``: ``A_i = (r_i - mean(r)) / (std(r, ddof=1) + 1e-6)``; a group of one gets 0.
+- ``rloo``: ``A_i = r_i - mean(r_j, j != i)``; a group of one gets 0.
+- ``reinforce_pp``: ``a_i = r_i - mean(r)`` within the group (a group of one gets 0), then whitened over
+  every trajectory of the batch: ``A_i = (a_i - mean(a)) / (std(a, ddof=1) + whiten_eps)`` with
+  ``whiten_eps = 1e-6``; a batch of one trajectory has std 0 (so ``A = 0``). Each trajectory counts once
+  (not weighted by its token count).
+- ``ppo``: ``advantage = None``; the trainer runs GAE on token-level rewards, which the layouts build
+  (``r`` on the last response token of the last step, each step reward on its own step's last token).
+- ``dpo``: per group, chosen = highest ``r``, rejected = lowest, only when they differ. Ties are broken
+  by the smallest ``trajectory_id`` (string order), so the result does not depend on input order.
+  Preference feedback adds pairs (see :func:`preference_pairs`). ``advantage = None``.
+- ``sft``: trajectories with ``r >= min_reward`` (default: ``r`` equal to the group's best, and the best
+  ``> 0``) whose curation quality is not ``"bad"``. ``advantage = None``.
+
+Every trajectory gets ``advantage`` and every one of its steps carries the same value.
+
+``excluded`` counts, by reason:
+
+- ``reward_missing``: trajectories dropped because ``reward`` is null (``ppo``: no trajectory reward and
+  no step reward either). ``dpo`` keeps them (they can still appear in preference pairs).
+- ``zero_variance``: trajectories dropped with their group when ``drop_zero_variance=True``.
+- ``no_pair`` (dpo): groups that yield no reward-based pair.
+- ``preference_unresolved`` (dpo): preference feedback records that are malformed or name ids absent
+  from the batch.
+- ``sft_quality_bad``, ``sft_below_min_reward`` (sft): trajectories left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from steplake.batches.errors import UnknownRecipeError
+
+__all__ = [
+    "GRPO_EPS",
+    "RECIPES",
+    "WHITEN_EPS",
+    "RecipeResult",
+    "apply_recipe",
+    "drop_zero_variance",
+    "grpo_advantages",
+    "preference_pairs",
+    "reinforce_pp_advantages",
+    "reward_pairs",
+    "rloo_advantages",
+    "select_sft",
+    "whiten",
+]
+
+RECIPES: tuple[str, ...] = ("grpo", "rloo", "reinforce_pp", "ppo", "dpo", "sft")
+GRPO_EPS = 1e-6
+WHITEN_EPS = 1e-6
+
+Json = dict[str, Any]
+
+
+@dataclass
+class RecipeResult:
+    """What a recipe produced: the batch answer's ``groups``, ``pairs``, ``excluded`` and ``summary``."""
+
+    recipe: str
+    groups: list[Json]
+    pairs: list[Json] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Json:
+        """The JSON fields to merge into a batch answer."""
+        return {
+            "groups": self.groups,
+            "pairs": self.pairs,
+            "excluded": self.excluded,
+            "summary": self.summary,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+def grpo_advantages(rewards: Sequence[float], eps: float = GRPO_EPS) -> list[float]:
+    """``(r_i - mean) / (std_ddof1 + eps)``; a group of one gets ``[0.0]``."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.size < 2:
+        return [0.0] * int(r.size)
+    out: list[float] = ((r - r.mean()) / (r.std(ddof=1) + eps)).tolist()
+    return out
+
+
+def rloo_advantages(rewards: Sequence[float]) -> list[float]:
+    """Leave-one-out baseline ``r_i - mean(r_j, j != i)``; a group of one gets ``[0.0]``."""
+    r = np.asarray(rewards, dtype=np.float64)
+    n = r.size
+    if n < 2:
+        return [0.0] * int(n)
+    out: list[float] = (r - (r.sum() - r) / (n - 1)).tolist()
+    return out
+
+
+def whiten(values: Sequence[float], eps: float = WHITEN_EPS) -> list[float]:
+    """``(x - mean) / (std_ddof1 + eps)`` over all values; fewer than two values have std 0."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return []
+    std = x.std(ddof=1) if x.size > 1 else 0.0
+    out: list[float] = ((x - x.mean()) / (std + eps)).tolist()
+    return out
+
+
+def reinforce_pp_advantages(
+    group_rewards: Sequence[Sequence[float]], eps: float = WHITEN_EPS
+) -> list[list[float]]:
+    """Group-mean baseline per group, then whitening over every trajectory of the batch."""
+    centered: list[float] = []
+    sizes: list[int] = []
+    for rewards in group_rewards:
+        r = np.asarray(rewards, dtype=np.float64)
+        centered.extend((r - r.mean()).tolist() if r.size > 1 else [0.0] * int(r.size))
+        sizes.append(int(r.size))
+    flat = whiten(centered, eps)
+    out: list[list[float]] = []
+    start = 0
+    for n in sizes:
+        out.append(flat[start : start + n])
+        start += n
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _copy_groups(groups: Iterable[Mapping[str, Any]]) -> list[Json]:
+    out = []
+    for g in groups:
+        trajs = []
+        for t in g.get("trajectories") or []:
+            tc = dict(t)
+            tc["steps"] = [dict(s) for s in t.get("steps") or []]
+            trajs.append(tc)
+        gc = dict(g)
+        gc["trajectories"] = trajs
+        out.append(gc)
+    return out
+
+
+def _reward(traj: Mapping[str, Any]) -> float | None:
+    r = traj.get("reward")
+    return None if r is None else float(r)
+
+
+def _has_any_reward(traj: Mapping[str, Any]) -> bool:
+    return traj.get("reward") is not None or any(s.get("reward") is not None for s in traj["steps"])
+
+
+def _keep_trajectories(groups: list[Json], keep: Any, reason: str, excluded: Counter[str]) -> list[Json]:
+    """Keep trajectories for which ``keep(traj)`` is true; count the others; drop emptied groups."""
+    out = []
+    for g in groups:
+        kept = [t for t in g["trajectories"] if keep(t)]
+        excluded[reason] += len(g["trajectories"]) - len(kept)
+        if kept:
+            out.append({**g, "trajectories": kept})
+    return out
+
+
+def _set_advantages(traj: Json, advantage: float | None) -> None:
+    traj["advantage"] = advantage
+    for s in traj["steps"]:
+        s["advantage"] = advantage
+
+
+def _quality(traj: Mapping[str, Any]) -> str | None:
+    curation = traj.get("curation") or {}
+    return curation.get("quality") if isinstance(curation, Mapping) else None
+
+
+def drop_zero_variance(groups: Sequence[Mapping[str, Any]]) -> tuple[list[Json], int]:
+    """Drop groups whose trajectory rewards are all equal (no learning signal).
+
+    A group with fewer than two non-null rewards counts as zero variance. Returns ``(kept groups,
+    number of trajectories dropped)``; the number of dropped groups is ``len(groups) - len(kept)``.
+    The kept groups are the input objects themselves (not copies).
+    """
+    kept: list[Json] = []
+    dropped = 0
+    for g in groups:
+        trajs = g.get("trajectories") or []
+        rewards = [float(t["reward"]) for t in trajs if t.get("reward") is not None]
+        if len(rewards) >= 2 and max(rewards) != min(rewards):
+            kept.append(g)  # type: ignore[arg-type]
+        else:
+            dropped += len(trajs)
+    return kept, dropped
+
+
+# ---------------------------------------------------------------------------------------------- dpo
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _side(
+    traj: Mapping[str, Any], steps: list[Json], reward: float | None, step_id: str | None = None
+) -> Json:
+    side: Json = {"trajectory_id": traj.get("trajectory_id"), "reward": reward, "steps": steps}
+    if step_id is not None:
+        side["step_id"] = step_id
+    return side
+
+
+def _pair(group_id: Any, chosen: Json, rejected: Json, source: str) -> Json:
+    a = chosen["steps"][0].get("prompt_ids") or [] if chosen["steps"] else []
+    b = rejected["steps"][0].get("prompt_ids") or [] if rejected["steps"] else []
+    return {
+        "group_id": group_id,
+        "prompt_ids": list(a[: _common_prefix_len(a, b)]),
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_reward": chosen["reward"],
+        "rejected_reward": rejected["reward"],
+        "source": source,
+    }
+
+
+def reward_pairs(groups: Sequence[Mapping[str, Any]]) -> tuple[list[Json], int]:
+    """One pair per group: highest reward (chosen) against lowest (rejected), only when they differ.
+
+    Ties are broken by the smallest ``trajectory_id``. ``prompt_ids`` is the common prefix of the two
+    first steps' ``prompt_ids`` (the group's shared prompt). Returns ``(pairs, groups without a pair)``.
+    """
+    pairs: list[Json] = []
+    no_pair = 0
+    for g in groups:
+        scored = [
+            (float(t["reward"]), str(t.get("trajectory_id")), t)
+            for t in g.get("trajectories") or []
+            if t.get("reward") is not None
+        ]
+        if len(scored) < 2:
+            no_pair += 1
+            continue
+        best = min(scored, key=lambda x: (-x[0], x[1]))
+        worst = min(scored, key=lambda x: (x[0], x[1]))
+        if best[0] == worst[0]:
+            no_pair += 1
+            continue
+        chosen = _side(best[2], list(best[2]["steps"]), best[0])
+        rejected = _side(worst[2], list(worst[2]["steps"]), worst[0])
+        pairs.append(_pair(g.get("group_id"), chosen, rejected, "reward"))
+    return pairs, no_pair
+
+
+def _index(
+    groups: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, tuple[Any, Json]], dict[str, tuple[Any, Json, Json]]]:
+    trajs: dict[str, tuple[Any, Json]] = {}
+    steps: dict[str, tuple[Any, Json, Json]] = {}
+    for g in groups:
+        for t in g.get("trajectories") or []:
+            trajs[str(t.get("trajectory_id"))] = (g.get("group_id"), t)
+            for s in t.get("steps") or []:
+                steps[str(s.get("step_id"))] = (g.get("group_id"), t, s)
+    return trajs, steps
+
+
+def _preference_pair(
+    fb: Mapping[str, Any], trajs: Mapping[str, tuple[Any, Json]], steps: Mapping[str, tuple[Any, Json, Json]]
+) -> Json | None:
+    value = fb.get("value")
+    if not isinstance(value, Mapping) or value.get("rejected") is None:
+        return None
+    anchor = fb.get("trajectory_id") or fb.get("step_id")
+    chosen_id, rejected_id = str(value.get("chosen") or anchor), str(value["rejected"])
+    if chosen_id == rejected_id:
+        return None
+    if chosen_id in trajs and rejected_id in trajs:
+        (gc, tc), (_, tr) = trajs[chosen_id], trajs[rejected_id]
+        pair = _pair(
+            gc,
+            _side(tc, list(tc["steps"]), _reward(tc)),
+            _side(tr, list(tr["steps"]), _reward(tr)),
+            "preference",
+        )
+    elif chosen_id in steps and rejected_id in steps:
+        (gc, tc, sc), (_, tr, sr) = steps[chosen_id], steps[rejected_id]
+        rc = None if sc.get("reward") is None else float(sc["reward"])
+        rr = None if sr.get("reward") is None else float(sr["reward"])
+        pair = _pair(gc, _side(tc, [sc], rc, chosen_id), _side(tr, [sr], rr, rejected_id), "preference")
+    else:
+        return None
+    fid = fb.get("feedback_id", fb.get("id"))
+    if fid is not None:
+        pair["feedback_id"] = fid
+    return pair
+
+
+def preference_pairs(
+    groups: Sequence[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]]
+) -> tuple[list[Json], int]:
+    """Pairs from ``preference`` feedback records.
+
+    A record is ``{"kind": "preference", "trajectory_id" | "step_id": anchor, "value": {"chosen": id,
+    "rejected": id}}``; ``chosen`` defaults to the anchor. Both ids are trajectory ids (a whole-trajectory
+    pair) or both step ids (a pair of single steps; ``steps`` holds that one step and ``step_id`` is set).
+    Both must be in ``groups``. Records of other kinds are ignored; duplicates (same chosen and rejected)
+    are kept once. Returns ``(pairs, unresolved records)``; pairs have ``source: "preference"``.
+    """
+    trajs, steps = _index(groups)
+    pairs: list[Json] = []
+    seen: set[tuple[Any, Any, Any, Any]] = set()
+    unresolved = 0
+    for fb in feedback:
+        if fb.get("kind") != "preference":
+            continue
+        pair = _preference_pair(fb, trajs, steps)
+        if pair is None:
+            unresolved += 1
+            continue
+        key = (
+            pair["chosen"]["trajectory_id"],
+            pair["chosen"].get("step_id"),
+            pair["rejected"]["trajectory_id"],
+            pair["rejected"].get("step_id"),
+        )
+        if key not in seen:
+            seen.add(key)
+            pairs.append(pair)
+    return pairs, unresolved
+
+
+# ---------------------------------------------------------------------------------------------- sft
+
+
+def select_sft(
+    groups: Sequence[Mapping[str, Any]], min_reward: float | None = None
+) -> tuple[list[Json], dict[str, int]]:
+    """Keep trajectories worth imitating (see the module docstring); returns ``(groups, excluded)``."""
+    excluded: Counter[str] = Counter()
+    out: list[Json] = []
+    for g in groups:
+        trajs = list(g.get("trajectories") or [])
+        rewards = [float(t["reward"]) for t in trajs if t.get("reward") is not None]
+        if min_reward is not None:
+            threshold: float | None = float(min_reward)
+        else:
+            threshold = max(rewards) if rewards and max(rewards) > 0 else None
+        kept = []
+        for t in trajs:
+            r = _reward(t)
+            if r is None:
+                excluded["reward_missing"] += 1
+            elif _quality(t) == "bad":
+                excluded["sft_quality_bad"] += 1
+            elif threshold is None or r < threshold:
+                excluded["sft_below_min_reward"] += 1
+            else:
+                kept.append(t)
+        if kept:
+            out.append({**g, "trajectories": kept})
+    return out, dict(excluded)
+
+
+# ---------------------------------------------------------------------------------------------- apply
+
+
+def _summary(recipe: str, groups: list[Json], pairs: list[Json]) -> dict[str, Any]:
+    trajs = [t for g in groups for t in g["trajectories"]]
+    rewards = [float(t["reward"]) for t in trajs if t.get("reward") is not None]
+    return {
+        "recipe": recipe,
+        "n_groups": len(groups),
+        "n_trajectories": len(trajs),
+        "n_steps": sum(len(t["steps"]) for t in trajs),
+        "n_response_tokens": sum(len(s.get("response_ids") or []) for t in trajs for s in t["steps"]),
+        "n_pairs": len(pairs),
+        "reward_mean": float(np.mean(rewards)) if rewards else None,
+        "reward_min": min(rewards) if rewards else None,
+        "reward_max": max(rewards) if rewards else None,
+    }
+
+
+def _advantages(recipe: str, groups: list[Json], grpo_eps: float, whiten_eps: float) -> None:
+    """Set every trajectory's (and step's) advantage; ``None`` for ppo, dpo and sft."""
+    if recipe not in ("grpo", "rloo", "reinforce_pp"):
+        for g in groups:
+            for t in g["trajectories"]:
+                _set_advantages(t, None)
+        return
+    rewards = [[float(t["reward"]) for t in g["trajectories"]] for g in groups]
+    if recipe == "grpo":
+        advs = [grpo_advantages(r, grpo_eps) for r in rewards]
+    elif recipe == "rloo":
+        advs = [rloo_advantages(r) for r in rewards]
+    else:
+        advs = reinforce_pp_advantages(rewards, whiten_eps)
+    for g, group_advs in zip(groups, advs, strict=True):
+        for t, a in zip(g["trajectories"], group_advs, strict=True):
+            _set_advantages(t, a)
+
+
+def apply_recipe(
+    recipe: str,
+    groups: Sequence[Mapping[str, Any]],
+    *,
+    min_reward: float | None = None,
+    whiten_eps: float = WHITEN_EPS,
+    grpo_eps: float = GRPO_EPS,
+    drop_zero_variance_groups: bool = False,
+    feedback: Iterable[Mapping[str, Any]] = (),
+) -> RecipeResult:
+    """Run ``recipe`` on a batch's groups (see the module docstring for the exact rules).
+
+    ``groups`` is ``[{group_id, trajectories: [{trajectory_id, reward, steps: [Step], ...}]}]``; the
+    input is not modified. ``feedback`` (dpo only) holds feedback records; preference ones add pairs.
+    """
+    if recipe not in RECIPES:
+        raise UnknownRecipeError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
+    work = _copy_groups(groups)
+    excluded: Counter[str] = Counter()
+    if recipe == "ppo":
+        work = _keep_trajectories(work, _has_any_reward, "reward_missing", excluded)
+    elif recipe not in ("dpo", "sft"):
+        work = _keep_trajectories(work, lambda t: t.get("reward") is not None, "reward_missing", excluded)
+    if drop_zero_variance_groups:
+        work, n = drop_zero_variance(work)
+        excluded["zero_variance"] += n
+    pairs: list[Json] = []
+    if recipe == "dpo":
+        pairs, excluded["no_pair"] = reward_pairs(work)
+        prefs, excluded["preference_unresolved"] = preference_pairs(work, feedback)
+        pairs.extend(prefs)
+    elif recipe == "sft":
+        work, sft_excluded = select_sft(work, min_reward)
+        excluded.update(sft_excluded)
+    _advantages(recipe, work, grpo_eps, whiten_eps)
+    counts = {k: v for k, v in excluded.items() if v}
+    return RecipeResult(recipe, work, pairs, counts, _summary(recipe, work, pairs))
