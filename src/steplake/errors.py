@@ -1,0 +1,141 @@
+"""One exception tree for steplake.
+
+Every error carries an HTTP status, an OpenAI-style ``type`` and a short machine ``code``. The HTTP edges
+translate them into the caller's protocol (OpenAI ``{"error": {...}}`` on ``/api/v1`` and ``/v1``,
+Anthropic ``{"type": "error", "error": {...}}`` on ``/v1/messages``); the CLI prints the message and exits 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SteplakeError(Exception):
+    """Base class. ``status`` is the HTTP status the edge answers with."""
+
+    status: int = 500
+    type: str = "internal_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def to_openai(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
+        if self.details is not None:
+            err["details"] = self.details
+        return {"error": err}
+
+    def to_anthropic(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(self.status, "api_error"),
+                                           "message": self.message}}
+
+
+class BadRequestError(SteplakeError):
+    status = 400
+    type = "invalid_request_error"
+    code = "bad_request"
+
+
+class ValidationError(BadRequestError):
+    """Well-formed JSON whose fields break the contract (wrong types, lengths, ranges)."""
+
+    status = 422
+    code = "validation_error"
+
+
+class PayloadTooLargeError(BadRequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class AuthenticationError(SteplakeError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(SteplakeError):
+    status = 403
+    type = "permission_error"
+    code = "insufficient_scope"
+
+
+class NotFoundError(SteplakeError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ConflictError(SteplakeError):
+    status = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class RateLimitError(SteplakeError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class UpstreamError(SteplakeError):
+    """The inference server failed or could not be reached (502)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class ServiceUnavailableError(SteplakeError):
+    status = 503
+    type = "service_unavailable"
+    code = "not_ready"
+
+
+class StoreError(SteplakeError):
+    """The store failed in a way that is not the caller's fault."""
+
+    status = 503
+    type = "store_error"
+    code = "store_error"
+
+
+class ConfigError(SteplakeError):
+    """Bad settings or CLI usage; the CLI exits with status 2."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "config_error"
+
+
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+
+__all__ = [
+    "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "AuthenticationError",
+    "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
+    "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "ConfigError", "ANTHROPIC_TYPES",
+]

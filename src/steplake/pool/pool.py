@@ -1,0 +1,307 @@
+"""The Data Pool: async facade over a Store, shared by the HTTP API, the gateway and the dashboard.
+
+It adds what a store alone does not know: the event notifications of this process, gateway capture
+accounting (pending / committed / failed), the idle sweeper, long-polling batches and recipes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+from ..errors import NotFoundError
+from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from ..store.base import AppendResult, Json, Page, Store
+
+log = logging.getLogger("steplake.pool")
+T = TypeVar("T")
+
+
+class CaptureStats:
+    def __init__(self) -> None:
+        self.pending = 0
+        self.committed = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def as_dict(self) -> Json:
+        return {"pending": self.pending, "committed": self.committed, "failed": self.failed,
+                "last_error": self.last_error}
+
+
+class Pool:
+    """Async API of the pool. Create with a store, then ``await start()``; ``await stop()`` at the end."""
+
+    def __init__(self, store: Store, *, idle_timeout: float = 300.0, sweep_interval: float | None = None,
+                 event_poll_interval: float = 0.5) -> None:
+        self.store = store
+        self.idle_timeout = idle_timeout
+        self.sweep_interval = sweep_interval if sweep_interval is not None else max(0.2, min(10.0, idle_timeout / 5))
+        self.event_poll_interval = event_poll_interval
+        self.captures = CaptureStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._policy: Json | None = None
+        self.on_policy: list[Callable[[Json], Any]] = []  # gateway hooks (reload upstream weights)
+
+    # lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        await self._run(self.store.open)
+        self._policy = await self._run(self.store.get_policy)
+        self._tasks.append(asyncio.create_task(self._sweeper()))
+        self._tasks.append(asyncio.create_task(self._event_ticker()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks.clear()
+        await self._run(self.store.close)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def notify(self) -> None:
+        """Wake event subscribers and long-polling batch requests (thread-safe)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._bump)
+
+    def _bump(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        if ev is not None:
+            ev.set()
+
+    def change_marker(self) -> asyncio.Event:
+        """The event set by the next change; take it *before* reading state, then wait on it."""
+        assert self._changed is not None, "pool not started"
+        return self._changed
+
+    @staticmethod
+    async def wait_on(marker: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(marker.wait(), timeout)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                n = await self._run(self.store.sweep_idle, self.idle_timeout)
+                if n:
+                    self.notify()
+            except Exception:  # keep sweeping; the store logs details
+                log.exception("idle sweep failed")
+
+    async def _event_ticker(self) -> None:
+        """Other processes (several servers on one database) write events too: poll for them."""
+        last = await self._run(self.store.last_event_id)
+        while True:
+            await asyncio.sleep(self.event_poll_interval)
+            with contextlib.suppress(Exception):
+                cur = await self._run(self.store.last_event_id)
+                if cur != last:
+                    last = cur
+                    self.notify()
+
+    # steps -------------------------------------------------------------------------------------------
+    async def append_steps(self, steps: Sequence[Step]) -> AppendResult:
+        res = await self._run(self.store.append_steps, steps)
+        self.notify()
+        return res
+
+    def capture(self, step: Step) -> None:
+        """Queue a gateway capture for the next group commit; never raises, never waits."""
+        self.captures.pending += 1
+        loop = self._loop
+
+        def done(err: BaseException | None) -> None:
+            def account() -> None:
+                self.captures.pending -= 1
+                if err is None:
+                    self.captures.committed += 1
+                else:
+                    self.captures.failed += 1
+                    self.captures.last_error = f"{type(err).__name__}: {err}"
+                    log.warning("capture of step %s failed: %s", step.step_id, err)
+                self._bump()
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(account)
+        try:
+            self.store.submit_steps([step], done)
+        except Exception as e:  # the store refused at once (closed, ...)
+            done(e)
+
+    async def capture_sync(self, step: Step) -> None:
+        """Capture and wait for the commit (``--capture-sync``); errors are counted, not raised."""
+        self.captures.pending += 1
+        try:
+            await self._run(self.store.append_steps, [step])
+            self.captures.committed += 1
+        except Exception as e:
+            self.captures.failed += 1
+            self.captures.last_error = f"{type(e).__name__}: {e}"
+            log.warning("capture of step %s failed: %s", step.step_id, e)
+        finally:
+            self.captures.pending -= 1
+        self.notify()
+
+    async def get_step(self, step_id: str) -> Json:
+        s = await self._run(self.store.get_step, step_id)
+        if s is None:
+            raise NotFoundError(f"step {step_id!r} not found", code="step_not_found")
+        return s
+
+    async def list_steps(self, filters: Json, cursor: str | None, limit: int, with_ids: bool = True) -> Page:
+        return await self._run(self.store.list_steps, filters, cursor, limit, with_ids)
+
+    # trajectories and groups ------------------------------------------------------------------------
+    async def create_trajectory(self, trajectory_id: str, group_id: str | None = None,
+                                group_size: int | None = None, channel: str | None = None,
+                                metadata: Json | None = None) -> Json:
+        t = await self._run(self.store.create_trajectory, trajectory_id, group_id, group_size, channel,
+                            metadata or {})
+        self.notify()
+        return t
+
+    async def create_group(self, group_id: str, n: int, channel: str | None, metadata: Json,
+                           trajectory_ids: Sequence[str]) -> Json:
+        g = await self._run(self.store.create_group, group_id, n, channel, metadata, trajectory_ids)
+        self.notify()
+        return g
+
+    async def complete_trajectory(self, trajectory_id: str, reward: float | None = None,
+                                  metadata: Json | None = None) -> Json:
+        t = await self._run(self.store.complete_trajectory, trajectory_id, reward, metadata)
+        self.notify()
+        return t
+
+    async def get_trajectory(self, trajectory_id: str, with_steps: bool = True) -> Json:
+        t = await self._run(self.store.get_trajectory, trajectory_id, with_steps)
+        if t is None:
+            raise NotFoundError(f"trajectory {trajectory_id!r} not found", code="trajectory_not_found")
+        return t
+
+    async def find_trajectory(self, trajectory_id: str) -> Json | None:
+        return await self._run(self.store.get_trajectory, trajectory_id, False)
+
+    async def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
+        return await self._run(self.store.list_trajectories, filters, cursor, limit)
+
+    async def delete_trajectory(self, trajectory_id: str) -> None:
+        if not await self._run(self.store.delete_trajectory, trajectory_id):
+            raise NotFoundError(f"trajectory {trajectory_id!r} not found", code="trajectory_not_found")
+        self.notify()
+
+    async def get_group(self, group_id: str) -> Json:
+        g = await self._run(self.store.get_group, group_id)
+        if g is None:
+            raise NotFoundError(f"group {group_id!r} not found", code="group_not_found")
+        return g
+
+    async def list_groups(self, filters: Json, cursor: str | None, limit: int) -> Page:
+        return await self._run(self.store.list_groups, filters, cursor, limit)
+
+    async def find_open_trajectory(self, exchange_hash: str) -> str | None:
+        return await self._run(self.store.find_open_trajectory, exchange_hash)
+
+    async def sweep_idle(self) -> int:
+        n = await self._run(self.store.sweep_idle, self.idle_timeout)
+        self.notify()
+        return n
+
+    # rewards, curation, feedback ----------------------------------------------------------------------
+    async def add_reward(self, reward: RewardIn) -> Json:
+        r = await self._run(self.store.add_reward, reward)
+        self.notify()
+        return r
+
+    async def curate(self, change: CurationIn) -> int:
+        n = await self._run(self.store.curate, change)
+        self.notify()
+        return n
+
+    async def curation_history(self, target_id: str) -> list[Json]:
+        return await self._run(self.store.curation_history, target_id)
+
+    async def add_feedback(self, feedback: FeedbackIn) -> Json:
+        f = await self._run(self.store.add_feedback, feedback)
+        self.notify()
+        return f
+
+    # policy ------------------------------------------------------------------------------------------
+    @property
+    def policy_version(self) -> int:
+        return int((self._policy or {}).get("version", 0))
+
+    async def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
+        p = await self._run(self.store.publish_policy, version, weights_path, note)
+        self._policy = p
+        self.notify()
+        return p
+
+    async def get_policy(self) -> Json:
+        self._policy = await self._run(self.store.get_policy)
+        return self._policy
+
+    # batches -----------------------------------------------------------------------------------------
+    async def fetch_batch(self, request: BatchIn) -> Json:
+        """Select (and unless ``dry_run`` lease) ready groups, long-polling up to ``wait_seconds``."""
+        from .batching import build_batch_answer
+
+        deadline = time.monotonic() + request.wait_seconds
+        while True:
+            marker = self.change_marker()
+            sel = await self._run(self.store.select_batch, request)
+            left = deadline - time.monotonic()
+            if sel.groups or left <= 0:
+                break
+            await self.wait_on(marker, min(left, 1.0))
+        if sel.batch_id:
+            self.notify()
+        return await self._run(build_batch_answer, self.store, request, sel)
+
+    async def ack_batch(self, batch_id: str) -> Json:
+        b = await self._run(self.store.ack_batch, batch_id)
+        self.notify()
+        return b
+
+    # events and stats ----------------------------------------------------------------------------------
+    async def read_events(self, after: int, limit: int = 1000) -> list[Json]:
+        return await self._run(self.store.read_events, after, limit)
+
+    async def subscribe(self, after: int | None = None, kinds: set[str] | None = None,
+                        heartbeat: float = 15.0) -> AsyncIterator[Json | None]:
+        """Yield events after ``after`` (None: from now) forever; yields None as a heartbeat."""
+        cursor = await self._run(self.store.last_event_id) if after is None else after
+        while True:
+            marker = self.change_marker()
+            events = await self.read_events(cursor, 500)
+            for e in events:
+                cursor = e["id"]
+                if kinds is None or e["kind"] in kinds:
+                    yield e
+            if len(events) < 500:
+                await self.wait_on(marker, heartbeat)
+                if not marker.is_set():
+                    yield None
+
+    async def stats(self) -> Json:
+        s = await self._run(self.store.stats)
+        s["captures"] = self.captures.as_dict()
+        s["policy_version"] = self.policy_version
+        return s
+
+
+__all__ = ["Pool", "CaptureStats"]

@@ -1,0 +1,40 @@
+"""Stores: one protocol (base.Store), two backends. ``open_store`` picks one from a ``--db`` value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .base import AppendResult, BatchSelection, KeyRecord, Page, Store
+
+
+def open_store(db: str, settings: Any = None) -> Store:
+    """``postgresql://...`` → PostgresStore; ``sqlite:///path`` or a plain path → SqliteStore (not yet opened)."""
+    window = float(getattr(settings, "commit_window_ms", 0.0) or 0.0)
+    if db.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as e:
+            raise ConfigError(f"PostgreSQL store unavailable: {e}") from None
+        return PostgresStore(db)  # type: ignore[no-any-return]
+    from .sqlite import SqliteStore
+
+    path = db[len("sqlite:///"):] if db.startswith("sqlite:///") else db
+    if not path or path == ":memory:":
+        raise ConfigError("--db needs a file path (an in-memory database would lose acknowledged steps)")
+    store = SqliteStore(path, commit_window_ms=window)
+    if settings is not None and getattr(settings, "rewards", None):
+        store.reward_weights = _weights(settings.rewards)
+    return store
+
+
+def _weights(rewards: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for ch in (rewards.get("channels") or {}).values():
+        for fn in ch.get("functions", []):
+            if "name" in fn:
+                out[fn.get("component", fn["name"])] = float(fn.get("weight", 1.0))
+    return out
+
+
+__all__ = ["Store", "Page", "AppendResult", "BatchSelection", "KeyRecord", "open_store"]

@@ -1,0 +1,60 @@
+"""Compact binary encodings shared by the stores: token ids as little-endian int32, logprobs as float32."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Sequence
+
+import orjson
+
+_SWAP = sys.byteorder != "little"
+
+
+def ids_to_bytes(ids: Sequence[int]) -> bytes:
+    a = array("i", ids)
+    if _SWAP:
+        a.byteswap()
+    return a.tobytes()
+
+
+def bytes_to_ids(b: bytes | memoryview | None) -> list[int]:
+    if not b:
+        return []
+    a = array("i")
+    a.frombytes(bytes(b))
+    if _SWAP:
+        a.byteswap()
+    return a.tolist()
+
+
+def floats_to_bytes(xs: Sequence[float] | None) -> bytes | None:
+    if xs is None:
+        return None
+    a = array("f", xs)
+    if _SWAP:
+        a.byteswap()
+    return a.tobytes()
+
+
+def bytes_to_floats(b: bytes | memoryview | None) -> list[float] | None:
+    if b is None:
+        return None
+    a = array("f")
+    a.frombytes(bytes(b))
+    if _SWAP:
+        a.byteswap()
+    return a.tolist()
+
+
+def dumps(obj: object) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def loads(b: bytes | str | memoryview | None) -> object:
+    if b is None:
+        return None
+    return orjson.loads(bytes(b) if isinstance(b, memoryview) else b)
+
+
+__all__ = ["ids_to_bytes", "bytes_to_ids", "floats_to_bytes", "bytes_to_floats", "dumps", "loads"]

@@ -1,0 +1,167 @@
+"""SQLite schema, versioned. ``MIGRATIONS[i]`` moves a database from version i to i+1."""
+
+from __future__ import annotations
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+  group_id TEXT PRIMARY KEY,
+  channel TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  n_trajectories INTEGER NOT NULL DEFAULT 0,
+  n_complete INTEGER NOT NULL DEFAULT 0,
+  n_abandoned INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL DEFAULT 'collecting',
+  metadata BLOB,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  ready_at REAL,
+  lease_batch_id TEXT,
+  lease_expires_at REAL,
+  consumed_at REAL
+);
+CREATE INDEX IF NOT EXISTS groups_pick ON groups(channel, status, ready_at);
+CREATE TABLE IF NOT EXISTS trajectories (
+  seq INTEGER PRIMARY KEY,
+  trajectory_id TEXT NOT NULL UNIQUE,
+  group_id TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'open',
+  reward REAL,
+  explicit_reward REAL,
+  reward_components BLOB,
+  n_steps INTEGER NOT NULL DEFAULT 0,
+  next_index INTEGER NOT NULL DEFAULT 0,
+  n_tokens INTEGER NOT NULL DEFAULT 0,
+  n_realigned INTEGER NOT NULL DEFAULT 0,
+  n_fork INTEGER NOT NULL DEFAULT 0,
+  min_policy INTEGER,
+  max_policy INTEGER,
+  metadata BLOB,
+  agent TEXT,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  completed_at REAL,
+  last_finish_reason TEXT,
+  last_tool_calls INTEGER NOT NULL DEFAULT 0,
+  exchange_hash TEXT,
+  quality TEXT NOT NULL DEFAULT 'unreviewed',
+  trainable INTEGER NOT NULL DEFAULT 1,
+  tags BLOB,
+  note TEXT,
+  reviewer TEXT,
+  curated_at REAL
+);
+CREATE INDEX IF NOT EXISTS traj_group ON trajectories(group_id);
+CREATE INDEX IF NOT EXISTS traj_open ON trajectories(status, updated_at);
+CREATE INDEX IF NOT EXISTS traj_channel ON trajectories(channel, seq);
+CREATE INDEX IF NOT EXISTS traj_exchange ON trajectories(exchange_hash) WHERE status = 'open';
+CREATE TABLE IF NOT EXISTS steps (
+  seq INTEGER PRIMARY KEY,
+  step_id TEXT NOT NULL UNIQUE,
+  trajectory_id TEXT NOT NULL,
+  group_id TEXT NOT NULL,
+  step_index INTEGER NOT NULL,
+  channel TEXT NOT NULL,
+  policy_version INTEGER NOT NULL,
+  continuity TEXT NOT NULL,
+  parent_step_id TEXT,
+  shared_prefix_len INTEGER NOT NULL,
+  prompt_len INTEGER NOT NULL,
+  response_len INTEGER NOT NULL,
+  prompt_tail BLOB NOT NULL,
+  response_ids BLOB NOT NULL,
+  response_logprobs BLOB,
+  token_source TEXT NOT NULL,
+  finish_reason TEXT,
+  model TEXT,
+  reward REAL,
+  latency_ms REAL,
+  created_at REAL NOT NULL,
+  content_hash BLOB NOT NULL,
+  doc BLOB NOT NULL,
+  quality TEXT NOT NULL DEFAULT 'unreviewed',
+  trainable INTEGER NOT NULL DEFAULT 1,
+  tags BLOB,
+  note TEXT,
+  reviewer TEXT,
+  curated_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS steps_traj ON steps(trajectory_id, step_index);
+CREATE INDEX IF NOT EXISTS steps_group ON steps(group_id);
+CREATE TABLE IF NOT EXISTS rewards (
+  id INTEGER PRIMARY KEY,
+  trajectory_id TEXT,
+  step_id TEXT,
+  name TEXT NOT NULL,
+  value REAL NOT NULL,
+  version TEXT NOT NULL,
+  details BLOB,
+  created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rewards_traj ON rewards(trajectory_id);
+CREATE INDEX IF NOT EXISTS rewards_step ON rewards(step_id);
+CREATE TABLE IF NOT EXISTS curation_history (
+  id INTEGER PRIMARY KEY,
+  target_kind TEXT NOT NULL,
+  target_id TEXT NOT NULL,
+  change BLOB NOT NULL,
+  before BLOB,
+  reviewer TEXT,
+  at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS curation_target ON curation_history(target_id);
+CREATE TABLE IF NOT EXISTS feedback (
+  id INTEGER PRIMARY KEY,
+  trajectory_id TEXT,
+  step_id TEXT,
+  kind TEXT NOT NULL,
+  value BLOB,
+  comment TEXT,
+  author TEXT,
+  created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_traj ON feedback(trajectory_id);
+CREATE INDEX IF NOT EXISTS feedback_step ON feedback(step_id);
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id TEXT PRIMARY KEY,
+  channel TEXT NOT NULL,
+  recipe TEXT,
+  layout TEXT,
+  request BLOB NOT NULL,
+  group_ids BLOB NOT NULL,
+  trajectory_ids BLOB NOT NULL,
+  details BLOB,
+  policy_version INTEGER NOT NULL,
+  created_at REAL NOT NULL,
+  lease_expires_at REAL NOT NULL,
+  acked_at REAL
+);
+CREATE TABLE IF NOT EXISTS policy (
+  version INTEGER PRIMARY KEY,
+  weights_path TEXT,
+  note TEXT,
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL,
+  data BLOB NOT NULL,
+  at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+  key_id TEXT PRIMARY KEY,
+  secret_hash TEXT NOT NULL UNIQUE,
+  scope TEXT NOT NULL,
+  name TEXT,
+  created_at REAL NOT NULL,
+  revoked_at REAL,
+  last_used_at REAL
+);
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]

@@ -1,0 +1,427 @@
+"""Write operations of SqliteStore. Each ``_w_*`` method runs on the writer thread inside a savepoint."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConflictError, NotFoundError
+from ..pool.continuity import classify
+from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
+from .base import AppendResult, Json
+from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
+
+
+@dataclass
+class TrajState:
+    """Writer-side cache of an open trajectory: what continuity of its next step needs."""
+
+    group_id: str
+    channel: str
+    status: str
+    next_index: int
+    last_index: int  # -1: no step yet
+    last_step_id: str | None
+    last_seq: bytes | None  # parent's prompt_ids + response_ids, int32 bytes
+
+
+def step_content_hash(s: Step, prompt: bytes, response: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(prompt)
+    h.update(b"|")
+    h.update(response)
+    h.update(b"|")
+    h.update(floats_to_bytes(s.response_logprobs) or b"-")
+    small = s.model_dump(exclude={"prompt_ids", "response_ids", "response_logprobs", "continuity",
+                                  "parent_step_id", "shared_prefix_len", "created_at", "step_index"},
+                         exclude_none=True)
+    h.update(dumps(small))
+    return h.digest()
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class SqliteWrites:
+    _traj: dict[str, TrajState]
+    _policy_version: int
+    reward_weights: dict[str, float]
+
+    def _full_seq_for(self, conn: sqlite3.Connection, trajectory_id: str, below_index: int | None
+                      ) -> tuple[int, str | None, bytes | None]:
+        raise NotImplementedError  # provided by the reads mixin
+
+    # -- events and counters ---------------------------------------------------------------------
+    @staticmethod
+    def _event(conn: sqlite3.Connection, kind: str, data: Json, now: float) -> None:
+        conn.execute("INSERT INTO events(kind, data, at) VALUES (?, ?, ?)", (kind, dumps(data), now))
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
+        conn.executemany(
+            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in deltas.items() if v])
+
+    # -- groups and trajectories -------------------------------------------------------------------
+    def _ensure_group(self, conn: sqlite3.Connection, group_id: str, channel: str, size: int | None,
+                      metadata: Json | None, now: float) -> None:
+        row = conn.execute("SELECT size FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO groups(group_id, channel, size, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+                (group_id, channel, size or 1, dumps(metadata or {}), now, now))
+            self._event(conn, "group", {"group_id": group_id, "status": "collecting", "size": size or 1}, now)
+        elif size is not None and size > row[0]:
+            conn.execute("UPDATE groups SET size = ?, updated_at = ? WHERE group_id = ?", (size, now, group_id))
+            self._refresh_group(conn, group_id, now)
+
+    def _open_trajectory(self, conn: sqlite3.Connection, trajectory_id: str, group_id: str | None,
+                         group_size: int | None, channel: str | None, metadata: Json, now: float) -> TrajState:
+        gid = group_id or trajectory_id
+        ch = channel or DEFAULT_CHANNEL
+        self._ensure_group(conn, gid, ch, group_size, None, now)
+        agent = metadata.get("agent") if isinstance(metadata.get("agent"), str) else None
+        conn.execute(
+            "INSERT INTO trajectories(trajectory_id, group_id, channel, metadata, agent, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?)", (trajectory_id, gid, ch, dumps(metadata), agent, now, now))
+        conn.execute("UPDATE groups SET n_trajectories = n_trajectories + 1 WHERE group_id = ?", (gid,))
+        self._event(conn, "trajectory", {"trajectory_id": trajectory_id, "group_id": gid, "channel": ch,
+                                         "status": "open"}, now)
+        return TrajState(gid, ch, "open", 0, -1, None, None)
+
+    def _traj_state(self, conn: sqlite3.Connection, tid: str, local: dict[str, TrajState]) -> TrajState | None:
+        st = local.get(tid) or self._traj.get(tid)
+        if st is not None:
+            return st
+        row = conn.execute("SELECT group_id, channel, status, next_index FROM trajectories WHERE trajectory_id = ?",
+                           (tid,)).fetchone()
+        if row is None:
+            return None
+        last_index, last_id, last_seq = self._full_seq_for(conn, tid, None)
+        return TrajState(row[0], row[1], row[2], row[3], last_index, last_id, last_seq)
+
+    def _set_status(self, conn: sqlite3.Connection, tid: str, old: str, new: str, now: float,
+                    group_id: str) -> None:
+        if old == new:
+            return
+        conn.execute("UPDATE trajectories SET status = ?, updated_at = ?, completed_at = ? WHERE trajectory_id = ?",
+                     (new, now, now if new != "open" else None, tid))
+        dc = (new == "complete") - (old == "complete")
+        da = (new == "abandoned") - (old == "abandoned")
+        conn.execute("UPDATE groups SET n_complete = n_complete + ?, n_abandoned = n_abandoned + ?, updated_at = ?"
+                     " WHERE group_id = ?", (dc, da, now, group_id))
+        self._event(conn, "trajectory", {"trajectory_id": tid, "group_id": group_id, "status": new}, now)
+        self._refresh_group(conn, group_id, now)
+
+    def _refresh_group(self, conn: sqlite3.Connection, group_id: str, now: float) -> None:
+        row = conn.execute("SELECT status, size, n_complete, n_abandoned, channel FROM groups WHERE group_id = ?",
+                           (group_id,)).fetchone()
+        if row is None:
+            return
+        status, size, nc, na, channel = row
+        ready = nc + na >= size and nc >= 1
+        new = status
+        if status == "collecting" and ready:
+            new = "ready"
+        elif status == "ready" and not ready:
+            new = "collecting"
+        if new != status:
+            conn.execute("UPDATE groups SET status = ?, ready_at = ? WHERE group_id = ?",
+                         (new, now if new == "ready" else None, group_id))
+            self._event(conn, "group", {"group_id": group_id, "channel": channel, "status": new,
+                                        "n_complete": nc, "n_abandoned": na, "size": size}, now)
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _w_append(self, conn: sqlite3.Connection, steps: Sequence[Step]) -> AppendResult:
+        now = time.time()
+        local: dict[str, TrajState] = {}
+        tdelta: dict[str, dict[str, Any]] = {}
+        counts: dict[str, int] = {"steps": 0, "prompt_tokens": 0, "response_tokens": 0}
+        res = AppendResult(accepted=0)
+        for s in steps:
+            self._append_one(conn, s, now, local, tdelta, counts, res)
+        for tid, d in tdelta.items():
+            conn.execute(
+                "UPDATE trajectories SET n_steps = n_steps + ?, next_index = MAX(next_index, ?), n_tokens = n_tokens + ?,"
+                " n_realigned = n_realigned + ?, n_fork = n_fork + ?, updated_at = ?,"
+                " last_finish_reason = COALESCE(?, last_finish_reason), last_tool_calls = COALESCE(?, last_tool_calls),"
+                " exchange_hash = COALESCE(?, exchange_hash),"
+                " min_policy = MIN(COALESCE(min_policy, ?), ?), max_policy = MAX(COALESCE(max_policy, ?), ?)"
+                " WHERE trajectory_id = ?",
+                (d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], now, d["finish"], d["tools"],
+                 d["xhash"], d["pmin"], d["pmin"], d["pmax"], d["pmax"], tid))
+        self._count(conn, counts)
+        self._traj.update(local)
+        return res
+
+    def _append_one(self, conn: sqlite3.Connection, s: Step, now: float, local: dict[str, TrajState],
+                    tdelta: dict[str, dict[str, Any]], counts: dict[str, int], res: AppendResult) -> None:
+        prompt = ids_to_bytes(s.prompt_ids)
+        response = ids_to_bytes(s.response_ids)
+        chash = step_content_hash(s, prompt, response)
+        step_id = s.step_id or f"st_{uuid.uuid4().hex}"
+        old = conn.execute("SELECT content_hash, trajectory_id FROM steps WHERE step_id = ?", (step_id,)).fetchone()
+        if old is not None:
+            if bytes(old[0]) != chash:
+                raise ConflictError(f"step {step_id!r} already exists with other content", code="step_conflict")
+            res.duplicates += 1
+            res.step_ids.append(step_id)
+            return
+        tid = s.trajectory_id
+        st = self._traj_state(conn, tid, local)
+        if st is None:
+            st = self._open_trajectory(conn, tid, s.group_id, None, s.channel, {}, now)
+        elif st.status == "complete":
+            raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps",
+                                code="trajectory_complete")
+        elif st.status == "abandoned":  # an agent came back: reopen
+            self._set_status(conn, tid, "abandoned", "open", now, st.group_id)
+            st.status = "open"
+        if s.group_id is not None and s.group_id != st.group_id:
+            raise ConflictError(f"trajectory {tid!r} belongs to group {st.group_id!r}, not {s.group_id!r}",
+                                code="group_mismatch")
+        if s.channel is not None and s.channel != st.channel:
+            raise ConflictError(f"trajectory {tid!r} is in channel {st.channel!r}, not {s.channel!r}",
+                                code="channel_mismatch")
+        index = st.next_index if s.step_index is None else s.step_index
+        if index > st.last_index:
+            parent_id, parent_seq = st.last_step_id, st.last_seq
+        else:
+            dup = conn.execute("SELECT step_id FROM steps WHERE trajectory_id = ? AND step_index = ?",
+                               (tid, index)).fetchone()
+            if dup is not None:
+                raise ConflictError(f"trajectory {tid!r} already has a step {dup[0]!r} at step_index {index}",
+                                    code="step_index_conflict")
+            _, parent_id, parent_seq = self._full_seq_for(conn, tid, index)
+        continuity, shared = classify(parent_seq, prompt)
+        policy = self._policy_version if s.policy_version is None else s.policy_version
+        tool_calls = bool(s.response and s.response.tool_calls)
+        doc = {"messages": s.messages, "tools": s.tools,
+               "response": s.response.model_dump(exclude_none=True) if s.response else None,
+               "sampling": s.sampling, "usage": s.usage, "metadata": s.metadata, "provenance": s.provenance}
+        conn.execute(
+            "INSERT INTO steps(step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity,"
+            " parent_step_id, shared_prefix_len, prompt_len, response_len, prompt_tail, response_ids,"
+            " response_logprobs, token_source, finish_reason, model, reward, latency_ms, created_at, content_hash, doc)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (step_id, tid, st.group_id, index, st.channel, policy, continuity,
+             parent_id, shared,
+             len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response,
+             floats_to_bytes(s.response_logprobs), s.token_source, s.finish_reason, s.model, s.reward,
+             s.latency_ms, now, chash, dumps(doc)))
+        if index > st.last_index:
+            st.last_index, st.last_step_id, st.last_seq = index, step_id, prompt + response
+        else:
+            self._rechain_child(conn, tid, index, step_id, prompt + response)
+        st.next_index = max(st.next_index, index + 1)
+        local[tid] = st
+        d = tdelta.setdefault(tid, {"n": 0, "next": 0, "tokens": 0, "realigned": 0, "fork": 0, "finish": None,
+                                    "tools": None, "xhash": None, "pmin": policy, "pmax": policy})
+        d["n"] += 1
+        d["next"] = max(d["next"], index + 1)
+        d["tokens"] += len(s.prompt_ids) - shared + len(s.response_ids)
+        d["realigned"] += continuity == "realigned"
+        d["fork"] += continuity == "fork"
+        if index + 1 >= st.next_index:
+            d["finish"], d["tools"] = s.finish_reason, int(tool_calls)
+            d["xhash"] = s.provenance.get("exchange_hash") or d["xhash"]
+        d["pmin"], d["pmax"] = min(d["pmin"], policy), max(d["pmax"], policy)
+        counts["steps"] += 1
+        counts[f"continuity_{continuity}"] = counts.get(f"continuity_{continuity}", 0) + 1
+        counts["prompt_tokens"] += len(s.prompt_ids)
+        counts["response_tokens"] += len(s.response_ids)
+        self._event(conn, "step", {"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id,
+                                   "step_index": index, "continuity": continuity, "channel": st.channel}, now)
+        res.accepted += 1
+        res.step_ids.append(step_id)
+
+    def _rechain_child(self, conn: sqlite3.Connection, tid: str, index: int, step_id: str, seq: bytes) -> None:
+        """A step landed before an existing later one: re-derive that child's continuity against it."""
+        row = conn.execute("SELECT step_id, step_index FROM steps WHERE trajectory_id = ? AND step_index > ?"
+                           " ORDER BY step_index LIMIT 1", (tid, index)).fetchone()
+        if row is None:
+            return
+        child = self._load_full(conn, row[0])  # type: ignore[attr-defined]
+        prompt = ids_to_bytes(child["prompt_ids"])
+        continuity, shared = classify(seq, prompt)
+        conn.execute("UPDATE steps SET continuity = ?, parent_step_id = ?, shared_prefix_len = ?, prompt_tail = ?"
+                     " WHERE step_id = ?", (continuity, step_id, shared, prompt[shared * 4:], row[0]))
+
+    # -- trajectories ------------------------------------------------------------------------------
+    def _w_create_trajectory(self, conn: sqlite3.Connection, tid: str, group_id: str | None,
+                             group_size: int | None, channel: str | None, metadata: Json) -> None:
+        now = time.time()
+        row = conn.execute("SELECT group_id, channel FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()
+        if row is not None:
+            if (group_id and group_id != row[0]) or (channel and channel != row[1]):
+                raise ConflictError(f"trajectory {tid!r} exists in group {row[0]!r}, channel {row[1]!r}",
+                                    code="trajectory_exists")
+            if group_size:
+                self._ensure_group(conn, row[0], row[1], group_size, None, now)
+            return
+        self._traj[tid] = self._open_trajectory(conn, tid, group_id, group_size, channel, metadata, now)
+
+    def _w_complete(self, conn: sqlite3.Connection, tid: str, reward: float | None, metadata: Json | None) -> None:
+        now = time.time()
+        row = conn.execute("SELECT status, group_id, metadata FROM trajectories WHERE trajectory_id = ?",
+                           (tid,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
+        if metadata:
+            merged = dict(loads(row[2]) or {})  # type: ignore[call-overload]
+            merged.update(metadata)
+            conn.execute("UPDATE trajectories SET metadata = ? WHERE trajectory_id = ?", (dumps(merged), tid))
+        if reward is not None:
+            conn.execute("UPDATE trajectories SET explicit_reward = ? WHERE trajectory_id = ?", (reward, tid))
+            self._recompute_reward(conn, tid)
+        self._set_status(conn, tid, row[0], "complete", now, row[1])
+        self._traj.pop(tid, None)
+
+    def _w_sweep(self, conn: sqlite3.Connection, idle_timeout: float, now: float) -> int:
+        rows = conn.execute(
+            "SELECT trajectory_id, group_id, last_finish_reason, last_tool_calls FROM trajectories"
+            " WHERE status = 'open' AND updated_at < ? LIMIT 5000", (now - idle_timeout,)).fetchall()
+        for tid, gid, finish, tools in rows:
+            new = "complete" if finish == "stop" and not tools else "abandoned"
+            self._set_status(conn, tid, "open", new, now, gid)
+            self._traj.pop(tid, None)
+        return len(rows)
+
+    def _w_delete(self, conn: sqlite3.Connection, tid: str) -> bool:
+        row = conn.execute("SELECT status, group_id FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()
+        if row is None:
+            return False
+        status, gid = row
+        n = conn.execute("SELECT count(*) FROM steps WHERE trajectory_id = ?", (tid,)).fetchone()[0]
+        conn.execute("DELETE FROM curation_history WHERE target_id = ? OR target_id IN"
+                     " (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
+        conn.execute("DELETE FROM rewards WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
+        conn.execute("DELETE FROM feedback WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
+        conn.execute("DELETE FROM steps WHERE trajectory_id = ?", (tid,))
+        conn.execute("DELETE FROM trajectories WHERE trajectory_id = ?", (tid,))
+        conn.execute("UPDATE groups SET n_trajectories = n_trajectories - 1, n_complete = n_complete - ?,"
+                     " n_abandoned = n_abandoned - ? WHERE group_id = ?",
+                     (int(status == "complete"), int(status == "abandoned"), gid))
+        self._count(conn, {"steps": -n})
+        now = time.time()
+        self._event(conn, "trajectory", {"trajectory_id": tid, "group_id": gid, "status": "deleted"}, now)
+        self._traj.pop(tid, None)
+        return True
+
+    # -- rewards, curation, feedback ---------------------------------------------------------------
+    def _recompute_reward(self, conn: sqlite3.Connection, tid: str) -> None:
+        rows = conn.execute("SELECT name, value, version FROM rewards WHERE trajectory_id = ? AND step_id IS NULL"
+                            " ORDER BY id", (tid,)).fetchall()
+        comps: dict[str, Json] = {}
+        for name, value, version in rows:  # the latest value of each name wins
+            comps[name] = {"value": value, "version": version}
+        explicit = conn.execute("SELECT explicit_reward FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()[0]
+        if explicit is not None:
+            reward: float | None = explicit
+        elif comps:
+            reward = sum(self.reward_weights.get(n, 1.0) * c["value"] for n, c in comps.items()
+                         if self.reward_weights.get(n, 1.0) != 0)
+        else:
+            reward = None
+        conn.execute("UPDATE trajectories SET reward = ?, reward_components = ? WHERE trajectory_id = ?",
+                     (reward, dumps(comps), tid))
+
+    def _w_add_reward(self, conn: sqlite3.Connection, r: RewardIn) -> Json:
+        now = time.time()
+        tid = r.trajectory_id
+        if r.step_id is not None:
+            row = conn.execute("SELECT trajectory_id FROM steps WHERE step_id = ?", (r.step_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"step {r.step_id!r} not found", code="step_not_found")
+            conn.execute("UPDATE steps SET reward = ? WHERE step_id = ?", (r.value, r.step_id))
+            tid = row[0]
+        elif conn.execute("SELECT 1 FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone() is None:
+            raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
+        cur = conn.execute("INSERT INTO rewards(trajectory_id, step_id, name, value, version, details, created_at)"
+                           " VALUES (?,?,?,?,?,?,?)", (tid if r.step_id is None else tid, r.step_id, r.name,
+                                                       r.value, r.version, dumps(r.details), now))
+        if r.step_id is None:
+            assert tid is not None
+            self._recompute_reward(conn, tid)
+        out = {"id": cur.lastrowid, "trajectory_id": tid, "step_id": r.step_id, "name": r.name, "value": r.value,
+               "version": r.version, "details": r.details, "created_at": now}
+        self._event(conn, "reward", out, now)
+        return out
+
+    def _w_curate(self, conn: sqlite3.Connection, c: CurationIn, traj_ids: list[str]) -> int:
+        now = time.time()
+        change = c.model_dump(include={"quality", "trainable", "tags_add", "tags_remove", "note"}, exclude_none=True)
+        n = 0
+        targets = [("step", i) for i in (c.step_ids or [])] + [("trajectory", i) for i in traj_ids]
+        for kind, tid in targets:
+            table, key = ("steps", "step_id") if kind == "step" else ("trajectories", "trajectory_id")
+            row = conn.execute(f"SELECT quality, trainable, tags, note FROM {table} WHERE {key} = ?", (tid,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"{kind} {tid!r} not found", code=f"{kind}_not_found")
+            tags = list(loads(row[2]) or [])  # type: ignore[call-overload]
+            for t in c.tags_add or []:
+                if t not in tags:
+                    tags.append(t)
+            tags = [t for t in tags if t not in set(c.tags_remove or [])]
+            before = {"quality": row[0], "trainable": bool(row[1]), "tags": loads(row[2]) or [], "note": row[3]}
+            conn.execute(f"UPDATE {table} SET quality = ?, trainable = ?, tags = ?, note = ?, reviewer = ?,"
+                         f" curated_at = ? WHERE {key} = ?",
+                         (c.quality or row[0], row[1] if c.trainable is None else int(c.trainable), dumps(tags),
+                          row[3] if c.note is None else c.note, c.reviewer, now, tid))
+            conn.execute("INSERT INTO curation_history(target_kind, target_id, change, before, reviewer, at)"
+                         " VALUES (?,?,?,?,?,?)", (kind, tid, dumps(change), dumps(before), c.reviewer, now))
+            n += 1
+        self._event(conn, "curation", {"n": n, "step_ids": (c.step_ids or [])[:100], "trajectory_ids": traj_ids[:100],
+                                       "change": change, "reviewer": c.reviewer}, now)
+        return n
+
+    def _w_feedback(self, conn: sqlite3.Connection, f: FeedbackIn) -> Json:
+        now = time.time()
+        tid = f.trajectory_id
+        if f.step_id is not None:
+            row = conn.execute("SELECT trajectory_id FROM steps WHERE step_id = ?", (f.step_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"step {f.step_id!r} not found", code="step_not_found")
+            tid = row[0]
+        elif conn.execute("SELECT 1 FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone() is None:
+            raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
+        cur = conn.execute("INSERT INTO feedback(trajectory_id, step_id, kind, value, comment, author, created_at)"
+                           " VALUES (?,?,?,?,?,?,?)", (tid, f.step_id, f.kind, dumps(f.value), f.comment, f.author, now))
+        out = {"id": cur.lastrowid, "trajectory_id": tid, "step_id": f.step_id, "kind": f.kind, "value": f.value,
+               "comment": f.comment, "author": f.author, "created_at": now}
+        self._event(conn, "feedback", out, now)
+        return out
+
+    # -- policy and keys ---------------------------------------------------------------------------
+    def _w_publish_policy(self, conn: sqlite3.Connection, version: int, weights_path: str | None,
+                          note: str | None) -> Json:
+        cur = conn.execute("SELECT MAX(version) FROM policy").fetchone()[0]
+        if cur is not None and version <= cur:
+            raise ConflictError(f"policy version must increase: current is {cur}, got {version}",
+                                code="policy_version_not_increasing")
+        now = time.time()
+        conn.execute("INSERT INTO policy(version, weights_path, note, created_at) VALUES (?,?,?,?)",
+                     (version, weights_path, note, now))
+        self._policy_version = version
+        out = {"version": version, "weights_path": weights_path, "note": note, "created_at": now}
+        self._event(conn, "policy", out, now)
+        return out
+
+    @staticmethod
+    def _w_create_key(conn: sqlite3.Connection, scope: str, name: str | None) -> tuple[str, str, float]:
+        secret = f"sl-{scope}-{secrets.token_urlsafe(32)}"
+        key_id = f"key_{secrets.token_hex(6)}"
+        now = time.time()
+        conn.execute("INSERT INTO keys(key_id, secret_hash, scope, name, created_at) VALUES (?,?,?,?,?)",
+                     (key_id, hash_secret(secret), scope, name, now))
+        return key_id, secret, now
+
+
+__all__ = ["SqliteWrites", "TrajState", "hash_secret", "step_content_hash"]
