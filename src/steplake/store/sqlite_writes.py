@@ -177,7 +177,7 @@ class SqliteWrites:
         tid = s.trajectory_id
         st = self._traj_state(conn, tid, local)
         if st is None:
-            st = self._open_trajectory(conn, tid, s.group_id, None, s.channel, {}, now)
+            st = self._open_trajectory(conn, tid, s.group_id, None, s.channel, dict(s.metadata), now)
         elif st.status == "complete":
             raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps",
                                 code="trajectory_complete")
