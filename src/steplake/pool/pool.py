@@ -54,6 +54,8 @@ class Pool:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         await self._run(self.store.open)
+        if hasattr(self.store, "on_commit"):
+            self.store.on_commit = self.notify  # type: ignore[attr-defined]
         self._policy = await self._run(self.store.get_policy)
         self._tasks.append(asyncio.create_task(self._sweeper()))
         self._tasks.append(asyncio.create_task(self._event_ticker()))
