@@ -13,15 +13,14 @@ from steplake.batches.errors import (
     UnknownRecipeError,
 )
 from steplake.batches.layout import LAYOUTS, row_meta, to_rows, to_step_rows, to_trajectory_rows
+from steplake.batches.pairs import preference_pairs, reward_pairs
 from steplake.batches.recipes import (
     RECIPES,
     RecipeResult,
     apply_recipe,
     drop_zero_variance,
     grpo_advantages,
-    preference_pairs,
     reinforce_pp_advantages,
-    reward_pairs,
     rloo_advantages,
     select_sft,
     whiten,
