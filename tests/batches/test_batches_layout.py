@@ -124,3 +124,10 @@ def test_to_rows_and_meta() -> None:
     assert meta["step_ids"][0] == ["g-t0-s0"] and meta["uid"].dtype == object
     with pytest.raises(BatchError, match="unknown layout"):
         to_rows(batch, "tokens")
+
+
+def test_advantage_on_the_trajectory_only() -> None:
+    t = clean_three_step_trajectory()
+    t["advantage"] = 0.75  # e.g. a server that sets it on trajectories only
+    assert {r["advantage"] for r in to_step_rows([{"group_id": "g", "trajectories": [t]}])} == {0.75}
+    assert to_trajectory_rows([{"group_id": "g", "trajectories": [t]}])[0][0]["advantage"] == 0.75

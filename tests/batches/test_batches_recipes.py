@@ -253,3 +253,12 @@ def test_rloo_advantages_sum_to_zero_and_preserve_order(rewards: list[float]) ->
     for i in range(len(rewards) - 1):
         if rewards[i] > rewards[i + 1] + 1e-9:
             assert adv[i] > adv[i + 1]
+
+
+def test_result_is_plain_json() -> None:
+    import json
+
+    feedback = [{"kind": "preference", "trajectory_id": "g-t0", "value": {"rejected": "g-t1"}}]
+    for recipe in RECIPES:
+        res = apply_recipe(recipe, [single_step_group("g", [1, 0, 0.5])], feedback=feedback)
+        assert json.loads(json.dumps(res.to_dict(), allow_nan=False)) == res.to_dict()

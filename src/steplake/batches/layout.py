@@ -65,6 +65,11 @@ def _float_or_none(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+def _first_float(*values: Any) -> float | None:
+    """The first non-null value as a float (the step's advantage, else its trajectory's)."""
+    return next((float(v) for v in values if v is not None), None)
+
+
 def _logprobs(step: Mapping[str, Any]) -> list[float] | None:
     lp = step.get("response_logprobs")
     if lp is not None and len(lp) != len(step.get("response_ids") or []):
@@ -94,7 +99,7 @@ def _step_row(group_id: Any, traj: Mapping[str, Any], step: Mapping[str, Any], i
         "response_mask": [1] * len(response),
         "response_logprobs": _logprobs(step),
         "token_level_rewards": rewards,
-        "advantage": _float_or_none(step.get("advantage", traj.get("advantage"))),
+        "advantage": _first_float(step.get("advantage"), traj.get("advantage")),
         "reward": _float_or_none(traj.get("reward")),
         "policy_version": step.get("policy_version"),
         "continuity": step.get("continuity"),
@@ -120,7 +125,11 @@ def _extends(prompt: Sequence[int], prev: Mapping[str, Any]) -> bool:
     """Whether ``prompt`` starts with ``prev.prompt_ids + prev.response_ids``."""
     pp, pr = prev.get("prompt_ids") or [], prev.get("response_ids") or []
     n, m = len(pp), len(pr)
-    return len(prompt) >= n + m and list(prompt[:n]) == list(pp) and list(prompt[n : n + m]) == list(pr)
+    if len(prompt) < n + m:
+        return False
+    if isinstance(prompt, list) and isinstance(pp, list) and isinstance(pr, list):
+        return prompt[:n] == pp and prompt[n : n + m] == pr
+    return list(prompt[:n]) == list(pp) and list(prompt[n : n + m]) == list(pr)
 
 
 def _is_clean_chain(steps: Sequence[Mapping[str, Any]]) -> bool:
@@ -174,7 +183,7 @@ def _trajectory_row(group_id: Any, traj: Mapping[str, Any], steps: Sequence[Mapp
         "response_mask": mask,
         "response_logprobs": logprobs if has_logprobs else None,
         "token_level_rewards": rewards,
-        "advantage": _float_or_none(traj.get("advantage", steps[0].get("advantage"))),
+        "advantage": _first_float(traj.get("advantage"), steps[0].get("advantage")),
         "reward": _float_or_none(traj.get("reward")),
         "policy_version": min(versions) if versions else None,
         "continuity": "clean",

@@ -107,7 +107,11 @@ def _flat_fields(
         for r, ok in zip(rows, has_lp, strict=True)
     )
     adv = np.fromiter((r.get("advantage") or 0.0 for r in rows), dtype=np.float32, count=len(rows))
-    mask = _flat((r.get("response_mask") or [1] * len(r["response_ids"]) for r in rows), n_r, np.int64)
+    if all(r.get("layout") == "step" or r.get("response_mask") is None for r in rows):
+        mask = np.ones(n_r, dtype=np.int64)  # every response token was sampled
+    else:
+        mask = _flat((r.get("response_mask") or [1] * len(r["response_ids"]) for r in rows), n_r, np.int64)
+    fmask = mask.astype(np.float32)
     token_rewards = _flat(
         (r.get("token_level_rewards") or [0.0] * len(r["response_ids"]) for r in rows), n_r, np.float32
     )
@@ -115,16 +119,23 @@ def _flat_fields(
         "prompt": _flat(prompts, n_p, np.int64),
         "response": _flat((r["response_ids"] for r in rows), n_r, np.int64),
         "mask": mask,
-        "logprobs": _flat(logprobs, n_r, np.float32) * mask,
-        "advantages": np.repeat(adv, rlen) * mask,
+        "logprobs": _flat(logprobs, n_r, np.float32) * fmask,
+        "advantages": np.repeat(adv, rlen) * fmask,
         "token_rewards": token_rewards,
         "has_log_probs": has_lp,
         "rewards": np.fromiter((r.get("reward") or 0.0 for r in rows), dtype=np.float32, count=len(rows)),
     }
 
 
+def _padded_positions(plen: np.ndarray, rlen: np.ndarray, p: int, r: int) -> np.ndarray:
+    """``clip(cumsum(attention_mask) - 1, 0)`` without the cumsum: 0 on left padding, then 0, 1, ...,
+    and the last position repeated over right padding."""
+    last = np.maximum(plen + rlen - 1, 0)[:, None]
+    pos: np.ndarray = np.minimum(np.maximum(np.arange(p + r)[None, :] - (p - plen)[:, None], 0), last)
+    return pos
+
+
 def _padded(f: Mapping[str, np.ndarray], plen: np.ndarray, rlen: np.ndarray, pad: int) -> Json:
-    b = len(plen)
     p, r = int(plen.max(initial=0)), int(rlen.max(initial=0))
     pmask = np.arange(p)[None, :] >= (p - plen)[:, None]
     rmask = np.arange(r)[None, :] < rlen[:, None]
@@ -140,7 +151,7 @@ def _padded(f: Mapping[str, np.ndarray], plen: np.ndarray, rlen: np.ndarray, pad
     return {
         "input_ids": np.concatenate([prompts, responses], axis=1),
         "attention_mask": attention,
-        "position_ids": np.clip(np.cumsum(attention, axis=1) - 1, 0, None).reshape(b, p + r),
+        "position_ids": _padded_positions(plen, rlen, p, r),
         "prompts": prompts,
         "responses": responses,
         "response_mask": scatter(rmask, f["mask"], 0, np.int64),
