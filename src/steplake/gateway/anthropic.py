@@ -1,0 +1,115 @@
+"""Anthropic-compatible ``/v1/messages``: translated to chat for the upstream, answered in Anthropic form."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..upstreams.base import Upstream, UpstreamFailure
+from ..upstreams.openai_compat import sse_events
+from .anthropic_wire import (
+    StreamTranslator,
+    answer_to_anthropic,
+    assistant_blocks_to_chat,
+    event,
+    request_to_chat,
+)
+from .attribution import from_request
+from .capture import CallContext, sampling_of
+from .http import read_json, upstream_error_body
+from .openai import SSE_HEADERS, _chunk, upstream_body
+from .tokens import AnswerAcc, ChoiceAcc
+from .validate import check_anthropic
+
+if TYPE_CHECKING:
+    from .core import Gateway
+
+Json = dict[str, Any]
+
+
+def answer_message(ch: ChoiceAcc, body: Json) -> Json:
+    """The assistant turn as the agent received it, back in chat form (for the exchange hash)."""
+    blocks = answer_to_anthropic({"choices": [{"message": ch.message()}]}, body)["content"]
+    return assistant_blocks_to_chat(blocks)
+
+
+class AnthropicHandlers:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def messages(self, request: Request) -> Response:
+        gw = self.gw
+        body = await read_json(request, gw.settings.max_body_bytes)
+        check_anthropic(body)
+        chat = request_to_chat(body)
+        att = await gw.resolve(from_request(request), chat["messages"])
+        stream = bool(body.get("stream"))
+        sampling = sampling_of(body)
+        ctx = CallContext("anthropic.messages", att, chat["messages"], chat.get("tools"), sampling, stream)
+        try:
+            if stream:
+                async def open_stream(up: Upstream) -> aiohttp.ClientResponse:
+                    return await gw.client.open_stream(up, "/chat/completions", upstream_body(chat, up, True))
+                up, resp = await gw.upstreams.call(att.trajectory_id, open_stream)
+                return StreamingResponse(self._relay(ctx, up, resp, body), media_type="text/event-stream",
+                                         headers=SSE_HEADERS)
+
+            async def post(up: Upstream) -> Json:
+                return await gw.client.post_json(up, "/chat/completions", upstream_body(chat, up, False))
+            up, data = await gw.upstreams.call(att.trajectory_id, post)
+        except BaseException:
+            gw.index.release(att.claimed_hash)
+            raise
+        ans = AnswerAcc()
+        ans.add(data, "message")
+        hashes = gw.capturer.record_exchanges(ctx, [answer_message(c, body) for c in ans.ordered()[:1]])
+        payload = orjson.dumps(answer_to_anthropic(data, body))
+        if gw.settings.capture_sync:
+            await gw.capturer.capture(ctx, up, ans, hashes)
+            return Response(payload, media_type="application/json")
+        return Response(payload, media_type="application/json",
+                        background=BackgroundTask(gw.capturer.capture, ctx, up, ans, hashes))
+
+    async def _relay(self, ctx: CallContext, up: Upstream, resp: aiohttp.ClientResponse,
+                     body: Json) -> AsyncIterator[bytes]:
+        gw = self.gw
+        ans = AnswerAcc()
+        tr = StreamTranslator(body)
+        done = False
+        try:
+            async for payload in sse_events(resp):
+                chunk = _chunk(payload)
+                ans.add(chunk, "delta")
+                for ev in tr.chunk(chunk):
+                    yield ev
+            done = True
+        except UpstreamFailure as e:
+            up.errors += 1
+            yield event("error", upstream_error_body("anthropic", e))
+        finally:
+            if not done:
+                resp.close()
+                gw.index.release(ctx.att.claimed_hash)
+            else:
+                resp.release()
+        if not done:
+            return
+        if not tr.started:
+            for ev in tr.chunk({}):
+                yield ev
+        hashes = gw.capturer.record_exchanges(ctx, [answer_message(c, body) for c in ans.ordered()[:1]])
+        if gw.settings.capture_sync:
+            await gw.capturer.capture(ctx, up, ans, hashes)
+        else:
+            gw.spawn(gw.capturer.capture(ctx, up, ans, hashes))
+        for ev in tr.finish_events():
+            yield ev
+
+
+__all__ = ["AnthropicHandlers", "answer_message"]

@@ -1,0 +1,204 @@
+"""Which trajectory a gateway call belongs to (rules in the package docstring).
+
+Exchange hash: blake2b over the *normalized* chat messages of a call plus the assistant answer it got.
+Normalization makes an agent's re-sent history equal to what the model answered: content strings and
+lists of text parts compare equal, ``None`` and ``""`` content too, tool-call arguments compare as parsed
+JSON with sorted keys, tool-call ids / names / reasoning / vendor fields are ignored, ``developer`` reads
+as ``system``, Anthropic blocks are first converted to chat form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from ..errors import BadRequestError
+from ..records import ID_RE
+
+Json = dict[str, Any]
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+MAX_LOOKUPS = 4  # assistant-ending prefixes tried per request, longest first
+
+
+def new_trajectory_id() -> str:
+    return "tr_" + uuid.uuid4().hex
+
+
+def new_group_id() -> str:
+    return "gr_" + uuid.uuid4().hex
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for p in content:
+            if isinstance(p, dict):
+                if "text" in p:
+                    out.append(str(p["text"]))
+                elif p.get("type") not in (None, "text"):
+                    out.append(orjson.dumps(p, option=orjson.OPT_SORT_KEYS).decode())
+        return "".join(out)
+    return str(content)
+
+
+def _args(a: Any) -> Any:
+    if isinstance(a, str):
+        try:
+            return orjson.loads(a) if a.strip() else {}
+        except orjson.JSONDecodeError:
+            return a.strip()
+    return a if a is not None else {}
+
+
+def normalize_message(m: Json) -> list[Any]:
+    role = m.get("role")
+    if role == "developer":
+        role = "system"
+    out: list[Any] = [role, _text(m.get("content")).strip()]
+    tcs = m.get("tool_calls")
+    if tcs:
+        calls = []
+        for tc in tcs:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            fn = fn if isinstance(fn, dict) else {}
+            calls.append([fn.get("name"), _args(fn.get("arguments"))])
+        out.append(calls)
+    return out
+
+
+def exchange_hash(messages: list[Json]) -> str:
+    norm = [normalize_message(m) for m in messages if isinstance(m, dict)]
+    return hashlib.blake2b(orjson.dumps(norm, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def history_hashes(messages: list[Json], limit: int = MAX_LOOKUPS) -> list[str]:
+    """Hashes of the prefixes of ``messages`` that end with an assistant message, longest first."""
+    out: list[str] = []
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            out.append(exchange_hash(messages[: i + 1]))
+            if len(out) >= limit:
+                break
+    return out
+
+
+class ExchangeIndex:
+    """In-memory map: last exchange hash of each recently captured trajectory → trajectory id.
+
+    Captures may not be committed yet when the agent's next call arrives, so this is consulted before the
+    store. A hash being continued by an in-flight call is *claimed*: a concurrent call with the same history
+    (parallel rollouts from one prefix) opens a new trajectory instead of joining the same one.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._by_hash: OrderedDict[str, str] = OrderedDict()
+        self._last: dict[str, str] = {}
+        self._claimed: dict[str, str] = {}
+        self._closed: set[str] = set()
+
+    def lookup(self, h: str) -> str | None:
+        if h in self._claimed:
+            return None
+        return self._by_hash.get(h)
+
+    def is_claimed(self, h: str) -> bool:
+        return h in self._claimed
+
+    def claim(self, h: str, tid: str) -> None:
+        self._claimed[h] = tid
+
+    def release(self, h: str | None) -> None:
+        if h is not None:
+            self._claimed.pop(h, None)
+
+    def record(self, tid: str, h: str, claimed: str | None = None) -> None:
+        self.release(claimed)
+        old = self._last.pop(tid, None)
+        if old is not None:
+            self._by_hash.pop(old, None)
+        self._by_hash[h] = tid
+        self._last[tid] = h
+        while len(self._by_hash) > self.capacity:
+            _, t = self._by_hash.popitem(last=False)
+            self._last.pop(t, None)
+
+    def forget(self, tid: str) -> None:
+        h = self._last.pop(tid, None)
+        if h is not None:
+            self._by_hash.pop(h, None)
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+@dataclass
+class Attribution:
+    trajectory_id: str
+    source: str  # path | header | auto-join | auto-new
+    group_id: str | None = None
+    group_size: int | None = None
+    channel: str | None = None
+    metadata: Json = field(default_factory=dict)
+    claimed_hash: str | None = None  # the exchange hash this call continues (auto-join)
+
+    @property
+    def explicit(self) -> bool:
+        return self.source in ("path", "header")
+
+
+def _id(value: str, what: str) -> str:
+    if not ID_RE.match(value):
+        raise BadRequestError(f"{what} {value!r} is not a valid id (1-128 chars: letters, digits, . _ : -)",
+                              code="invalid_id")
+    return value
+
+
+def from_request(request: Request) -> Attribution:
+    """Explicit attribution from the path (``/t/{tid}[/g/{gid}]``) and ``X-Steplake-*`` headers.
+
+    Returns an Attribution whose ``trajectory_id`` is "" when the caller named none.
+    """
+    h = request.headers
+    tid = request.path_params.get("trajectory_id") or h.get("x-steplake-trajectory")
+    source = "path" if request.path_params.get("trajectory_id") else ("header" if tid else "auto-new")
+    gid = request.path_params.get("group_id") or h.get("x-steplake-group")
+    att = Attribution(trajectory_id=_id(tid, "trajectory id") if tid else "", source=source,
+                      group_id=_id(gid, "group id") if gid else None)
+    ch = h.get("x-steplake-channel")
+    if ch is not None:
+        if not _NAME_RE.match(ch):
+            raise BadRequestError(f"X-Steplake-Channel {ch!r} is not a valid channel name", code="invalid_channel")
+        att.channel = ch
+    size = h.get("x-steplake-group-size")
+    if size is not None:
+        if not size.isdigit() or not 1 <= int(size) <= 100_000:
+            raise BadRequestError("X-Steplake-Group-Size must be an integer from 1 to 100000",
+                                  code="invalid_group_size")
+        att.group_size = int(size)
+    meta = h.get("x-steplake-metadata")
+    if meta is not None:
+        try:
+            data = orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            raise BadRequestError("X-Steplake-Metadata must be a JSON object", code="invalid_metadata") from None
+        if not isinstance(data, dict):
+            raise BadRequestError("X-Steplake-Metadata must be a JSON object", code="invalid_metadata")
+        att.metadata = data
+    return att
+
+
+__all__ = ["Attribution", "ExchangeIndex", "exchange_hash", "history_hashes", "normalize_message",
+           "from_request", "new_trajectory_id", "new_group_id"]

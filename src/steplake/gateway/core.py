@@ -1,0 +1,164 @@
+"""The Gateway object: upstreams, attribution index, capture, routes and lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..config import Settings
+from ..errors import SteplakeError
+from ..pool.pool import Pool
+from ..upstreams.base import RELOADABLE, Upstream, UpstreamFailure, parse_upstream
+from ..upstreams.local import LocalModelProcess
+from ..upstreams.openai_compat import UpstreamClient
+from ..upstreams.routing import UpstreamPool
+from ..upstreams.tokenizer import FallbackTokenizer
+from .attribution import Attribution, ExchangeIndex, history_hashes, new_trajectory_id
+from .capture import Capturer
+from .http import Protocol, steplake_error_response, upstream_error_response
+
+log = logging.getLogger("steplake.gateway")
+Json = dict[str, Any]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Gateway:
+    """OpenAI/Anthropic-compatible proxy that records every call as a Step. See the package docstring."""
+
+    def __init__(self, settings: Settings, pool: Pool, *, health_interval: float = 5.0,
+                 ready_wait: float = 180.0) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.local: LocalModelProcess | None = None
+        ups = [parse_upstream(u) for u in settings.upstream]
+        if not ups:
+            self.local = LocalModelProcess(gguf=settings.model_gguf)
+            ups = [self.local.upstream]
+        self.client = UpstreamClient(read_timeout=settings.upstream_timeout)
+        self.upstreams = UpstreamPool(ups, self.client, interval=health_interval,
+                                      retries=settings.upstream_retries, ready_wait=ready_wait)
+        self.tokenizer = FallbackTokenizer(settings.tokenizer) if settings.tokenizer else None
+        self.index = ExchangeIndex()
+        self.capturer = Capturer(pool, self.index, self.tokenizer, settings.capture_sync)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.router = APIRouter()
+        self.router.routes.extend(self.routes())
+
+    # lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.client.start()
+        if self.local is not None:
+            try:
+                await self.local.start()
+            except OSError as e:
+                log.error("cannot start the embedded model: %s", e)
+        await self.upstreams.start()
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(t, 5.0)
+        await self.upstreams.stop()
+        await self.client.stop()
+        if self.local is not None:
+            await self.local.stop()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a capture in the background, keeping a reference until it finishes."""
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def ready(self) -> bool:
+        return any(u.healthy for u in self.upstreams.upstreams)
+
+    def stats(self) -> Json:
+        return {"upstreams": [u.as_dict() for u in self.upstreams.upstreams],
+                "capture": self.capturer.counters.as_dict(), "exchange_index": len(self.index),
+                "captures_in_flight": len(self._tasks),
+                "ids_missing": sum(u.ids_missing for u in self.upstreams.upstreams),
+                "ids_inconsistent": sum(u.ids_inconsistent for u in self.upstreams.upstreams)}
+
+    # attribution ---------------------------------------------------------------------------------------
+    async def resolve(self, att: Attribution, messages: list[Json] | None) -> Attribution:
+        """Fill ``att.trajectory_id`` for a call that named none (automatic attribution)."""
+        if att.trajectory_id:
+            return att
+        for h in history_hashes(messages or []):
+            if self.index.is_claimed(h):
+                continue
+            tid = self.index.lookup(h)
+            if tid is not None:
+                t = await self.pool.find_trajectory(tid)
+                if t is not None and t.get("status") != "open":
+                    tid = None
+            else:
+                tid = await self.pool.find_open_trajectory(h)
+            if tid is not None:
+                att.trajectory_id, att.source, att.claimed_hash = tid, "auto-join", h
+                self.index.claim(h, tid)
+                return att
+        att.trajectory_id, att.source = new_trajectory_id(), "auto-new"
+        return att
+
+    # policy ----------------------------------------------------------------------------------------------
+    async def publish_policy(self, policy: Json) -> Json:
+        """Forward a new policy's ``weights_path`` to every upstream that can reload weights."""
+        path = policy.get("weights_path")
+        results = await asyncio.gather(*(self._reload(u, path) for u in self.upstreams.upstreams))
+        return {"version": policy.get("version"), "upstreams": list(results)}
+
+    async def _reload(self, up: Upstream, path: str | None) -> Json:
+        res: Json = {"url": up.root, "kind": up.effective_kind}
+        if not path:
+            return {**res, "reloaded": False, "detail": "no weights_path: nothing to reload"}
+        if up.effective_kind not in RELOADABLE:
+            return {**res, "reloaded": False, "detail": f"{up.effective_kind} upstreams cannot be reloaded by "
+                    "the gateway; reload the server yourself (vLLM: /collective_rpc or a restart)"}
+        try:
+            out = await self.client.post_json(up, "/update_weights_from_disk", {"model_path": path},
+                                              timeout=max(60.0, self.settings.upstream_timeout))
+        except UpstreamFailure as e:
+            return {**res, "reloaded": False, "detail": e.message}
+        ok = out.get("success", True) is not False
+        return {**res, "reloaded": ok, "detail": out.get("message") or out}
+
+    # routes ------------------------------------------------------------------------------------------------
+    def wrap(self, protocol: Protocol, fn: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except SteplakeError as e:
+                return steplake_error_response(protocol, e)
+            except UpstreamFailure as e:
+                return upstream_error_response(protocol, e)
+        endpoint.__name__ = fn.__name__
+        return endpoint
+
+    def routes(self) -> list[Route]:
+        from .anthropic import AnthropicHandlers
+        from .openai import OpenAIHandlers
+        from .whitebox import WhiteboxHandlers
+
+        oa, an, wb = OpenAIHandlers(self), AnthropicHandlers(self), WhiteboxHandlers(self)
+        out: list[Route] = []
+        for prefix in ("", "/t/{trajectory_id}", "/t/{trajectory_id}/g/{group_id}"):
+            out += [
+                Route(prefix + "/v1/chat/completions", self.wrap("openai", oa.chat), methods=["POST"]),
+                Route(prefix + "/v1/completions", self.wrap("openai", oa.completions), methods=["POST"]),
+                Route(prefix + "/v1/models", self.wrap("openai", oa.models), methods=["GET"]),
+                Route(prefix + "/v1/messages", self.wrap("anthropic", an.messages), methods=["POST"]),
+            ]
+        out.append(Route("/api/v1/generate", self.wrap("openai", wb.generate), methods=["POST"]))
+        return out
+
+
+__all__ = ["Gateway"]

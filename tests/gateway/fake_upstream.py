@@ -1,0 +1,296 @@
+"""A small, fast, vLLM-shaped fake upstream for fault injection, attribution tests and the benchmark.
+
+Token ids follow a toy "chat template": each message renders as ``[1000 + role] + utf-8 bytes + [1]`` and
+the generation prompt is ``[1002]``; an answer's ids are its utf-8 bytes plus ``1`` (end of turn) when it
+stops. So re-sent history is an exact extension (continuity ``clean``), like a well-behaved template.
+
+Magic markers in the last message pick a behaviour: ``[[500]]``, ``[[429]]``, ``[[kill]]`` (stream half
+of the answer then drop the connection), ``[[slow]]`` (sleep 3 s), ``[[noids]]`` (no token ids),
+``[[badids]]`` (one id fewer than usage says).
+Run alone: ``python tests/gateway/fake_upstream.py --port 8123``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+ROLES = {"system": 0, "user": 1, "assistant": 2, "tool": 3, "developer": 0}
+EOT = 1
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def render(messages: list[dict[str, Any]]) -> list[int]:
+    ids: list[int] = []
+    for m in messages:
+        body = text_of(m.get("content"))
+        for tc in m.get("tool_calls") or []:
+            body += "<tool_call>" + orjson.dumps(
+                {"name": tc["function"]["name"], "arguments": orjson.loads(tc["function"]["arguments"] or "{}")},
+                option=orjson.OPT_SORT_KEYS).decode() + "</tool_call>"
+        ids += [1000 + ROLES.get(m.get("role", "user"), 1), *body.encode(), EOT]
+    return ids + [1002]
+
+
+def logprob(i: int) -> float:
+    return -0.05 * ((i % 7) + 1)
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.reloaded: list[str] = []
+        self.health_status = 200
+        self.record = True
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/update_weights_from_disk", self.reload)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=self.health_status)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "fake"})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.reloaded.append(body["model_path"])
+        return web.json_response({"success": True, "message": "reloaded"})
+
+    async def _fault(self, marker: str) -> web.Response | None:
+        if "[[500]]" in marker:
+            return web.json_response({"error": {"message": "boom", "type": "InternalServerError", "code": 500}},
+                                     status=500)
+        if "[[429]]" in marker:
+            return web.json_response({"error": {"message": "slow down", "type": "RateLimitError", "code": 429}},
+                                     status=429)
+        if "[[slow]]" in marker:
+            await asyncio.sleep(3)
+        return None
+
+    def _answer(self, body: dict[str, Any], i: int) -> tuple[str, list[dict[str, Any]] | None, str]:
+        msgs = body.get("messages") or []
+        last = text_of(msgs[-1].get("content")) if msgs else ""
+        tc = body.get("tool_choice")
+        if body.get("tools") and (tc == "required" or isinstance(tc, dict)):
+            name = tc["function"]["name"] if isinstance(tc, dict) else body["tools"][0]["function"]["name"]
+            call = {"id": f"call_{len(msgs)}_{i}", "type": "function",
+                    "function": {"name": name, "arguments": '{"expression": "37*3"}'}}
+            return "", [call], "tool_calls"
+        text = f"echo{i if i else ''}: {last[-40:]}"
+        mt = body.get("max_tokens") or body.get("max_completion_tokens")
+        if isinstance(mt, int) and mt < len(text.encode()):
+            return text.encode()[:mt].decode("utf-8", "ignore"), None, "length"
+        return text, None, "stop"
+
+    @staticmethod
+    def _ids(text: str, calls: list[dict[str, Any]] | None, finish: str) -> list[int]:
+        body = text
+        for c in calls or []:
+            body += "<tool_call>" + orjson.dumps(
+                {"name": c["function"]["name"], "arguments": orjson.loads(c["function"]["arguments"])},
+                option=orjson.OPT_SORT_KEYS).decode() + "</tool_call>"
+        return [*body.encode(), *([EOT] if finish in ("stop", "tool_calls") else [])]
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        if self.record:
+            self.requests.append(body)
+        msgs = body.get("messages") or []
+        marker = text_of(msgs[-1].get("content")) if msgs else ""
+        fault = await self._fault(marker)
+        if fault is not None:
+            return fault
+        prompt = render(msgs)
+        n = body.get("n") or 1
+        answers = [self._answer(body, i) for i in range(n)]
+        ids = [self._ids(*a) for a in answers]
+        if "[[badids]]" in marker:
+            ids = [x[:-1] for x in ids]
+        with_ids = body.get("return_token_ids") and "[[noids]]" not in marker
+        if body.get("stream"):
+            return await self._stream_chat(request, body, prompt, answers, ids, with_ids, "[[kill]]" in marker)
+        choices = []
+        for i, ((text, calls, finish), tids) in enumerate(zip(answers, ids, strict=True)):
+            msg: dict[str, Any] = {"role": "assistant", "content": text or None, "reasoning_content": None}
+            if calls:
+                msg["tool_calls"] = calls
+            ch: dict[str, Any] = {"index": i, "message": msg, "finish_reason": finish, "stop_reason": None,
+                                  "logprobs": None}
+            if body.get("logprobs"):
+                ch["logprobs"] = {"content": [{"token": f"t{t}", "logprob": logprob(j), "bytes": None,
+                                               "top_logprobs": []} for j, t in enumerate(tids)]}
+            if with_ids:
+                ch["token_ids"] = tids
+            choices.append(ch)
+        out: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                               "model": body.get("model"), "choices": choices, "system_fingerprint": "fp_fake",
+                               "usage": {"prompt_tokens": len(prompt),
+                                         "completion_tokens": sum(len(x) for x in ids) + ("[[badids]]" in marker),
+                                         "total_tokens": 0},
+                               "kv_transfer_params": None}
+        if with_ids:
+            out["prompt_token_ids"] = prompt
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def _stream_chat(self, request: web.Request, body: dict[str, Any], prompt: list[int],
+                           answers: list[Any], ids: list[list[int]], with_ids: bool, kill: bool
+                           ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model")}
+
+        async def send(obj: dict[str, Any]) -> None:
+            await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
+        for i, ((text, calls, finish), tids) in enumerate(zip(answers, ids, strict=True)):
+            parts = _stream_parts(text, calls, tids)
+            for k, (delta, part_ids) in enumerate(parts):
+                ch: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": None, "logprobs": None}
+                if with_ids:
+                    ch["token_ids"] = part_ids
+                if body.get("logprobs"):
+                    off = sum(len(p[1]) for p in parts[:k])
+                    ch["logprobs"] = {"content": [{"token": f"t{t}", "logprob": logprob(off + j)}
+                                                  for j, t in enumerate(part_ids)]}
+                chunk = {**base, "choices": [ch]}
+                if with_ids and i == 0 and k == 0:
+                    chunk["prompt_token_ids"] = prompt
+                await send(chunk)
+                if kill and k >= len(parts) // 2:
+                    await asyncio.sleep(0.05)
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
+            await send({**base, "choices": [{"index": i, "delta": {}, "finish_reason": finish, "stop_reason": None,
+                                             **({"token_ids": []} if with_ids else {})}]})
+        so = body.get("stream_options") or {}
+        if so.get("include_usage"):
+            await send({**base, "choices": [], "usage": {"prompt_tokens": len(prompt),
+                                                         "completion_tokens": sum(len(x) for x in ids),
+                                                         "total_tokens": 0}})
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def completions(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        if self.record:
+            self.requests.append(body)
+        p = body.get("prompt")
+        prompt = p if isinstance(p, list) and all(isinstance(x, int) for x in p) else list(str(p).encode())
+        fault = await self._fault(str(p))
+        if fault is not None:
+            return fault
+        n = body.get("n") or 1
+        mt = body.get("max_tokens") or 16
+        choices = []
+        for i in range(n):
+            text = f"done{i}"[:mt]
+            tids = [*text.encode(), *([EOT] if len(text) < mt else [])]
+            ch: dict[str, Any] = {"index": i, "text": text, "finish_reason": "stop" if len(text) < mt else "length",
+                                  "logprobs": None, "stop_reason": None}
+            if body.get("logprobs"):
+                ch["logprobs"] = {"tokens": [f"t{t}" for t in tids],
+                                  "token_logprobs": [logprob(j) for j in range(len(tids))],
+                                  "top_logprobs": None, "text_offset": list(range(len(tids)))}
+            if body.get("return_token_ids"):
+                ch["token_ids"] = tids
+                ch["prompt_token_ids"] = prompt
+            choices.append(ch)
+        out = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
+               "choices": choices, "usage": {"prompt_tokens": len(prompt),
+                                             "completion_tokens": sum(len(c.get("token_ids") or []) for c in choices),
+                                             "total_tokens": 0}}
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+def _stream_parts(text: str, calls: list[dict[str, Any]] | None, tids: list[int]) -> list[tuple[dict[str, Any], list[int]]]:
+    parts: list[tuple[dict[str, Any], list[int]]] = [({"role": "assistant", "content": ""}, [])]
+    if calls:
+        c = calls[0]
+        args = c["function"]["arguments"]
+        parts.append(({"tool_calls": [{"index": 0, "id": c["id"], "type": "function",
+                                       "function": {"name": c["function"]["name"], "arguments": ""}}]}, []))
+        half = len(args) // 2
+        parts.append(({"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]}, tids[: len(tids) // 2]))
+        parts.append(({"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]}, tids[len(tids) // 2:]))
+        return parts
+    raw = text.encode()
+    pos = 0
+    for k in range(0, len(raw), 4):
+        piece = raw[k:k + 4]
+        parts.append(({"content": piece.decode("utf-8", "ignore")}, tids[pos:pos + len(piece)]))
+        pos += len(piece)
+    if pos < len(tids):
+        parts.append(({"content": ""}, tids[pos:]))
+    return parts
+
+
+class FakeUpstreamThread:
+    """Runs a FakeUpstream on 127.0.0.1:port in a background thread with its own event loop."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.fake = FakeUpstream()
+        self.loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._runner = web.AppRunner(self.fake.app(), access_log=None)
+        self.loop.run_until_complete(self._runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> FakeUpstreamThread:
+        self.thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    args = ap.parse_args()
+    fake = FakeUpstream()
+    fake.record = False
+    web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
