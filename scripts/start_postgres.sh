@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Start a local PostgreSQL for steplake's tests and benchmarks; print its URL on the last line.
+#
+#   export STEPLAKE_TEST_PG_URL=$(bash scripts/start_postgres.sh | tail -1)
+#
+# Idempotent: an already running server (on STEPLAKE_PG_PORT) is reused. Uses Debian's postgresql
+# binaries (/usr/lib/postgresql/<ver>/bin), a data directory of its own (STEPLAKE_PG_DATA, default
+# /tmp/steplake-pg) owned by the postgres user when run as root, listens on 127.0.0.1 only, trusts local
+# TCP connections (test server: never expose it), creates the database (STEPLAKE_PG_DB, default
+# steplake_test). STEPLAKE_PG_FAST=1 turns fsync off (faster tests; not for durability benchmarks).
+set -euo pipefail
+
+PORT="${STEPLAKE_PG_PORT:-5432}"
+DATA="${STEPLAKE_PG_DATA:-/tmp/steplake-pg}"
+DB="${STEPLAKE_PG_DB:-steplake_test}"
+FAST="${STEPLAKE_PG_FAST:-0}"
+URL="postgresql://postgres:postgres@127.0.0.1:${PORT}/${DB}"
+
+BIN="${STEPLAKE_PG_BIN:-}"
+if [[ -z "$BIN" ]]; then
+  BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+fi
+if [[ -z "$BIN" || ! -x "$BIN/initdb" ]]; then
+  echo "start_postgres.sh: PostgreSQL binaries not found (apt-get install -y postgresql)" >&2
+  exit 1
+fi
+
+as_pg() {  # run a command as the postgres user when we are root (initdb refuses root)
+  if [[ "$(id -u)" == "0" ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+ready() { "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U postgres >/dev/null 2>&1; }
+
+if ! ready; then
+  if [[ ! -s "$DATA/PG_VERSION" ]]; then
+    mkdir -p "$DATA"
+    [[ "$(id -u)" == "0" ]] && chown postgres: "$DATA"
+    chmod 700 "$DATA"
+    as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=trust -E UTF8 --locale=C.UTF-8 >&2 \
+      || as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=trust -E UTF8 --no-locale >&2
+    {
+      echo "listen_addresses = '127.0.0.1'"
+      echo "port = ${PORT}"
+      echo "unix_socket_directories = '${DATA}'"
+      echo "max_connections = 300"
+      echo "shared_buffers = 128MB"
+      if [[ "$FAST" == "1" ]]; then
+        echo "fsync = off"
+        echo "synchronous_commit = off"
+        echo "full_page_writes = off"
+      fi
+    } >> "$DATA/postgresql.conf"
+  fi
+  as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 start >&2 || {
+    echo "start_postgres.sh: server did not start; log follows" >&2
+    tail -50 "$DATA/server.log" >&2 || true
+    exit 1
+  }
+fi
+
+for _ in $(seq 1 120); do
+  ready && break
+  sleep 0.5
+done
+ready || { echo "start_postgres.sh: server not accepting connections on 127.0.0.1:${PORT}" >&2; exit 1; }
+
+PSQL=("$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA)
+PGPASSWORD=postgres "${PSQL[@]}" -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+if [[ "$(PGPASSWORD=postgres "${PSQL[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '${DB}'")" != "1" ]]; then
+  PGPASSWORD=postgres "${PSQL[@]}" -c "CREATE DATABASE \"${DB}\"" >/dev/null
+fi
+echo "$URL"
