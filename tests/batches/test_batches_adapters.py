@@ -6,9 +6,9 @@ import importlib.util
 
 import numpy as np
 import pytest
-from batches_pool import clean_three_step_trajectory, single_step_group, step, trajectory
 
 from steplake.batches import VerlBatch, apply_recipe, to_hf_dataset, to_trl_dpo_rows, to_verl
+from tests.batches.batches_pool import clean_three_step_trajectory, single_step_group, step, trajectory
 
 VERL_TENSOR_KEYS = {
     "prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask", "old_log_probs",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from batches_pool import clean_three_step_trajectory, single_step_group, step, trajectory
 
 from steplake.batches import (
     BatchError,
@@ -14,6 +13,7 @@ from steplake.batches import (
     to_step_rows,
     to_trajectory_rows,
 )
+from tests.batches.batches_pool import clean_three_step_trajectory, single_step_group, step, trajectory
 
 
 def test_trajectory_row_masks_exactly_the_sampled_tokens() -> None:

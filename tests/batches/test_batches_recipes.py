@@ -6,7 +6,6 @@ import copy
 import math
 
 import pytest
-from batches_pool import single_step_group, step, trajectory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +19,8 @@ from steplake.batches import (
     rloo_advantages,
     whiten,
 )
+from steplake.errors import SteplakeError
+from tests.batches.batches_pool import single_step_group, step, trajectory
 
 
 def advantages(result_groups: list[dict]) -> dict[str, float | None]:
@@ -229,7 +230,9 @@ def test_summary_and_unknown_recipe() -> None:
     assert RECIPES == ("grpo", "rloo", "reinforce_pp", "ppo", "dpo", "sft")
     with pytest.raises(UnknownRecipeError, match="unknown recipe 'ppo2'"):
         apply_recipe("ppo2", [])
-    assert isinstance(UnknownRecipeError("x"), ValueError)
+    err = UnknownRecipeError("x")
+    assert isinstance(err, ValueError) and isinstance(err, SteplakeError)
+    assert (err.status, err.code) == (422, "unknown_recipe")
 
 
 # ---------------------------------------------------------------------------------------------- properties

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from batches_pool import clean_three_step_trajectory, single_step_group, step, trajectory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steplake.batches import SequenceTooLongError, apply_recipe, tensorize, tensorize_rows
+from tests.batches.batches_pool import clean_three_step_trajectory, single_step_group, step, trajectory
 
 
 def two_rows() -> list[dict[str, Any]]:
