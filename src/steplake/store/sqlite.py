@@ -72,6 +72,7 @@ class SqliteStore(SqliteWrites):
         self.synchronous = synchronous
         self._local = threading.local()
         self._traj: dict[str, TrajState] = {}
+        self._groups_known: set[str] = set()
         self._policy_version = 0
         self.reward_weights: dict[str, float] = {}
         self.on_commit: Callable[[], None] | None = None
@@ -113,8 +114,12 @@ class SqliteStore(SqliteWrites):
         finally:
             conn.close()
         self._writer = WriterThread(self._connect, commit_window_ms=self.commit_window_ms,
-                                    on_commit=self._committed, on_rollback=self._traj.clear)
+                                    on_commit=self._committed, on_rollback=self._forget)
         self._writer.start()
+
+    def _forget(self) -> None:
+        self._traj.clear()
+        self._groups_known.clear()
 
     def _committed(self) -> None:
         if self.on_commit is not None:

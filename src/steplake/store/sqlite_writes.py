@@ -8,7 +8,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConflictError, NotFoundError
@@ -16,6 +16,10 @@ from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, Json
 from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
+
+
+TRAJ_CACHE_LIMIT = 20_000
+GROUP_CACHE_LIMIT = 200_000
 
 
 @dataclass
@@ -31,13 +35,25 @@ class TrajState:
     last_seq: bytes | None  # parent's prompt_ids + response_ids, int32 bytes
 
 
-def step_content_hash(s: Step, prompt: bytes, response: bytes) -> bytes:
+@dataclass
+class _AppendCtx:
+    now: float
+    local: dict[str, TrajState] = field(default_factory=dict)
+    tdelta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: {"steps": 0, "prompt_tokens": 0, "response_tokens": 0})
+    res: AppendResult = field(default_factory=lambda: AppendResult(accepted=0))
+    existing: dict[str, bytes] = field(default_factory=dict)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[bytes, float]] = field(default_factory=list)
+
+
+def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes | None) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     h.update(prompt)
     h.update(b"|")
     h.update(response)
     h.update(b"|")
-    h.update(floats_to_bytes(s.response_logprobs) or b"-")
+    h.update(logprobs or b"-")
     small = s.model_dump(exclude={"prompt_ids", "response_ids", "response_logprobs", "continuity",
                                   "parent_step_id", "shared_prefix_len", "created_at", "step_index"},
                          exclude_none=True)
@@ -51,6 +67,7 @@ def hash_secret(secret: str) -> str:
 
 class SqliteWrites:
     _traj: dict[str, TrajState]
+    _groups_known: set[str]
     _policy_version: int
     reward_weights: dict[str, float]
 
@@ -72,12 +89,15 @@ class SqliteWrites:
     # -- groups and trajectories -------------------------------------------------------------------
     def _ensure_group(self, conn: sqlite3.Connection, group_id: str, channel: str, size: int | None,
                       metadata: Json | None, now: float) -> None:
+        if size is None and group_id in self._groups_known:
+            return
         row = conn.execute("SELECT size FROM groups WHERE group_id = ?", (group_id,)).fetchone()
         if row is None:
             conn.execute(
                 "INSERT INTO groups(group_id, channel, size, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
                 (group_id, channel, size or 1, dumps(metadata or {}), now, now))
             self._event(conn, "group", {"group_id": group_id, "status": "collecting", "size": size or 1}, now)
+            self._groups_known.add(group_id)
         elif size is not None and size > row[0]:
             conn.execute("UPDATE groups SET size = ?, updated_at = ? WHERE group_id = ?", (size, now, group_id))
             self._refresh_group(conn, group_id, now)
@@ -139,15 +159,27 @@ class SqliteWrites:
                                         "n_complete": nc, "n_abandoned": na, "size": size}, now)
 
     # -- steps -------------------------------------------------------------------------------------
+    _STEP_INSERT = (
+        "INSERT INTO steps(step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity,"
+        " parent_step_id, shared_prefix_len, prompt_len, response_len, prompt_tail, response_ids,"
+        " response_logprobs, token_source, finish_reason, model, reward, latency_ms, created_at, content_hash, doc)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
     def _w_append(self, conn: sqlite3.Connection, steps: Sequence[Step]) -> AppendResult:
         now = time.time()
-        local: dict[str, TrajState] = {}
-        tdelta: dict[str, dict[str, Any]] = {}
-        counts: dict[str, int] = {"steps": 0, "prompt_tokens": 0, "response_tokens": 0}
-        res = AppendResult(accepted=0)
-        for s in steps:
-            self._append_one(conn, s, now, local, tdelta, counts, res)
-        for tid, d in tdelta.items():
+        ctx = _AppendCtx(now)
+        ids = [s.step_id for s in steps if s.step_id]
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            q = f"SELECT step_id, content_hash FROM steps WHERE step_id IN ({','.join('?' * len(chunk))})"
+            ctx.existing.update({r[0]: bytes(r[1]) for r in conn.execute(q, chunk)})
+        try:
+            for s in steps:
+                self._append_one(conn, s, ctx)
+            self._flush(conn, ctx)
+        except sqlite3.IntegrityError as e:
+            raise ConflictError(f"conflicting step in this batch: {e}", code="step_conflict") from None
+        for tid, d in ctx.tdelta.items():
             conn.execute(
                 "UPDATE trajectories SET n_steps = n_steps + ?, next_index = MAX(next_index, ?), n_tokens = n_tokens + ?,"
                 " n_realigned = n_realigned + ?, n_fork = n_fork + ?, updated_at = ?,"
@@ -157,32 +189,34 @@ class SqliteWrites:
                 " WHERE trajectory_id = ?",
                 (d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], now, d["finish"], d["tools"],
                  d["xhash"], d["pmin"], d["pmin"], d["pmax"], d["pmax"], tid))
-        self._count(conn, counts)
-        self._traj.update(local)
-        return res
+        self._count(conn, ctx.counts)
+        for tid, st in ctx.local.items():  # most recently used last; trim the oldest
+            self._traj.pop(tid, None)
+            self._traj[tid] = st
+        while len(self._traj) > TRAJ_CACHE_LIMIT:
+            del self._traj[next(iter(self._traj))]
+        if len(self._groups_known) > GROUP_CACHE_LIMIT:
+            self._groups_known.clear()
+        return ctx.res
 
-    def _append_one(self, conn: sqlite3.Connection, s: Step, now: float, local: dict[str, TrajState],
-                    tdelta: dict[str, dict[str, Any]], counts: dict[str, int], res: AppendResult) -> None:
-        prompt = ids_to_bytes(s.prompt_ids)
-        response = ids_to_bytes(s.response_ids)
-        chash = step_content_hash(s, prompt, response)
-        step_id = s.step_id or f"st_{uuid.uuid4().hex}"
-        old = conn.execute("SELECT content_hash, trajectory_id FROM steps WHERE step_id = ?", (step_id,)).fetchone()
-        if old is not None:
-            if bytes(old[0]) != chash:
-                raise ConflictError(f"step {step_id!r} already exists with other content", code="step_conflict")
-            res.duplicates += 1
-            res.step_ids.append(step_id)
-            return
+    def _flush(self, conn: sqlite3.Connection, ctx: _AppendCtx) -> None:
+        if ctx.rows:
+            conn.executemany(self._STEP_INSERT, ctx.rows)
+            ctx.rows.clear()
+        if ctx.events:
+            conn.executemany("INSERT INTO events(kind, data, at) VALUES ('step', ?, ?)", ctx.events)
+            ctx.events.clear()
+
+    def _check_trajectory(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> TrajState:
         tid = s.trajectory_id
-        st = self._traj_state(conn, tid, local)
-        if st is None:
-            st = self._open_trajectory(conn, tid, s.group_id, None, s.channel, dict(s.metadata), now)
+        st = self._traj_state(conn, tid, ctx.local)
+        if st is None:  # its "open" event precedes its step events, which are inserted at flush
+            st = self._open_trajectory(conn, tid, s.group_id, None, s.channel, dict(s.metadata), ctx.now)
         elif st.status == "complete":
             raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps",
                                 code="trajectory_complete")
         elif st.status == "abandoned":  # an agent came back: reopen
-            self._set_status(conn, tid, "abandoned", "open", now, st.group_id)
+            self._set_status(conn, tid, "abandoned", "open", ctx.now, st.group_id)
             st.status = "open"
         if s.group_id is not None and s.group_id != st.group_id:
             raise ConflictError(f"trajectory {tid!r} belongs to group {st.group_id!r}, not {s.group_id!r}",
@@ -190,10 +224,29 @@ class SqliteWrites:
         if s.channel is not None and s.channel != st.channel:
             raise ConflictError(f"trajectory {tid!r} is in channel {st.channel!r}, not {s.channel!r}",
                                 code="channel_mismatch")
+        return st
+
+    def _append_one(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> None:
+        prompt = ids_to_bytes(s.prompt_ids)
+        response = ids_to_bytes(s.response_ids)
+        logprobs = floats_to_bytes(s.response_logprobs)
+        chash = step_content_hash(s, prompt, response, logprobs)
+        step_id = s.step_id or f"st_{uuid.uuid4().hex}"
+        old = ctx.existing.get(step_id)
+        if old is not None:
+            if old != chash:
+                raise ConflictError(f"step {step_id!r} already exists with other content", code="step_conflict")
+            ctx.res.duplicates += 1
+            ctx.res.step_ids.append(step_id)
+            return
+        ctx.existing[step_id] = chash
+        st = self._check_trajectory(conn, s, ctx)
+        tid = s.trajectory_id
         index = st.next_index if s.step_index is None else s.step_index
         if index > st.last_index:
             parent_id, parent_seq = st.last_step_id, st.last_seq
         else:
+            self._flush(conn, ctx)
             dup = conn.execute("SELECT step_id FROM steps WHERE trajectory_id = ? AND step_index = ?",
                                (tid, index)).fetchone()
             if dup is not None:
@@ -202,45 +255,44 @@ class SqliteWrites:
             _, parent_id, parent_seq = self._full_seq_for(conn, tid, index)
         continuity, shared = classify(parent_seq, prompt)
         policy = self._policy_version if s.policy_version is None else s.policy_version
-        tool_calls = bool(s.response and s.response.tool_calls)
         doc = {"messages": s.messages, "tools": s.tools,
                "response": s.response.model_dump(exclude_none=True) if s.response else None,
                "sampling": s.sampling, "usage": s.usage, "metadata": s.metadata, "provenance": s.provenance}
-        conn.execute(
-            "INSERT INTO steps(step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity,"
-            " parent_step_id, shared_prefix_len, prompt_len, response_len, prompt_tail, response_ids,"
-            " response_logprobs, token_source, finish_reason, model, reward, latency_ms, created_at, content_hash, doc)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (step_id, tid, st.group_id, index, st.channel, policy, continuity,
-             parent_id, shared,
-             len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response,
-             floats_to_bytes(s.response_logprobs), s.token_source, s.finish_reason, s.model, s.reward,
-             s.latency_ms, now, chash, dumps(doc)))
+        ctx.rows.append((step_id, tid, st.group_id, index, st.channel, policy, continuity, parent_id, shared,
+                         len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
+                         s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash, dumps(doc)))
+        ctx.events.append((dumps({"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id,
+                                  "step_index": index, "continuity": continuity, "channel": st.channel}), ctx.now))
         if index > st.last_index:
             st.last_index, st.last_step_id, st.last_seq = index, step_id, prompt + response
         else:
+            self._flush(conn, ctx)
             self._rechain_child(conn, tid, index, step_id, prompt + response)
         st.next_index = max(st.next_index, index + 1)
-        local[tid] = st
-        d = tdelta.setdefault(tid, {"n": 0, "next": 0, "tokens": 0, "realigned": 0, "fork": 0, "finish": None,
-                                    "tools": None, "xhash": None, "pmin": policy, "pmax": policy})
+        ctx.local[tid] = st
+        self._account(ctx, s, tid, index, st, continuity, shared, policy)
+        ctx.res.accepted += 1
+        ctx.res.step_ids.append(step_id)
+
+    @staticmethod
+    def _account(ctx: _AppendCtx, s: Step, tid: str, index: int, st: TrajState, continuity: str, shared: int,
+                 policy: int) -> None:
+        d = ctx.tdelta.setdefault(tid, {"n": 0, "next": 0, "tokens": 0, "realigned": 0, "fork": 0, "finish": None,
+                                        "tools": None, "xhash": None, "pmin": policy, "pmax": policy})
         d["n"] += 1
         d["next"] = max(d["next"], index + 1)
         d["tokens"] += len(s.prompt_ids) - shared + len(s.response_ids)
         d["realigned"] += continuity == "realigned"
         d["fork"] += continuity == "fork"
         if index + 1 >= st.next_index:
-            d["finish"], d["tools"] = s.finish_reason, int(tool_calls)
+            d["finish"], d["tools"] = s.finish_reason, int(bool(s.response and s.response.tool_calls))
             d["xhash"] = s.provenance.get("exchange_hash") or d["xhash"]
         d["pmin"], d["pmax"] = min(d["pmin"], policy), max(d["pmax"], policy)
-        counts["steps"] += 1
-        counts[f"continuity_{continuity}"] = counts.get(f"continuity_{continuity}", 0) + 1
-        counts["prompt_tokens"] += len(s.prompt_ids)
-        counts["response_tokens"] += len(s.response_ids)
-        self._event(conn, "step", {"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id,
-                                   "step_index": index, "continuity": continuity, "channel": st.channel}, now)
-        res.accepted += 1
-        res.step_ids.append(step_id)
+        c = ctx.counts
+        c["steps"] += 1
+        c[f"continuity_{continuity}"] = c.get(f"continuity_{continuity}", 0) + 1
+        c["prompt_tokens"] += len(s.prompt_ids)
+        c["response_tokens"] += len(s.response_ids)
 
     def _rechain_child(self, conn: sqlite3.Connection, tid: str, index: int, step_id: str, seq: bytes) -> None:
         """A step landed before an existing later one: re-derive that child's continuity against it."""

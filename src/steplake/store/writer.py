@@ -103,6 +103,8 @@ class WriterThread:
                 except BaseException as e:  # the job's own error: undo it alone
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+                    if self._on_rollback:  # caches may hold what was just undone
+                        self._on_rollback()
                     results.append((None, e))
             conn.execute("COMMIT")
             self.commits += 1
