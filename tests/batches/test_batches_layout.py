@@ -8,6 +8,7 @@ from steplake.batches import (
     BatchError,
     ContinuityMismatchError,
     apply_recipe,
+    layout_summary,
     row_meta,
     to_rows,
     to_step_rows,
@@ -131,3 +132,18 @@ def test_advantage_on_the_trajectory_only() -> None:
     t["advantage"] = 0.75  # e.g. a server that sets it on trajectories only
     assert {r["advantage"] for r in to_step_rows([{"group_id": "g", "trajectories": [t]}])} == {0.75}
     assert to_trajectory_rows([{"group_id": "g", "trajectories": [t]}])[0][0]["advantage"] == 0.75
+
+
+def test_layout_summary_matches_rows_and_never_raises() -> None:
+    forked = trajectory(
+        "f", 0.5, [step("f0", "f", 0, [1, 2], [7, 8]), step("f1", "f", 1, [5], [9], continuity="fork")]
+    )
+    groups = [{"group_id": "g", "trajectories": [clean_three_step_trajectory(), forked]}]
+    assert layout_summary(groups) == to_trajectory_rows(groups)[1]
+    liar = trajectory("x", 1.0, [step("x0", "x", 0, [1], [2, 3]), step("x1", "x", 1, [1, 2, 4, 5], [6])])
+    assert layout_summary({"groups": [{"group_id": "g", "trajectories": [liar]}]}) == {
+        "trajectory_rows": 0,
+        "fallback_step_rows": 2,
+        "fallback_trajectories": 1,
+        "continuity_mismatch": 1,
+    }

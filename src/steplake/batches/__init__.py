@@ -12,7 +12,14 @@ from steplake.batches.errors import (
     SequenceTooLongError,
     UnknownRecipeError,
 )
-from steplake.batches.layout import LAYOUTS, row_meta, to_rows, to_step_rows, to_trajectory_rows
+from steplake.batches.layout import (
+    LAYOUTS,
+    layout_summary,
+    row_meta,
+    to_rows,
+    to_step_rows,
+    to_trajectory_rows,
+)
 from steplake.batches.pairs import preference_pairs, reward_pairs
 from steplake.batches.recipes import (
     RECIPES,
@@ -41,6 +48,7 @@ __all__ = [
     "apply_recipe",
     "drop_zero_variance",
     "grpo_advantages",
+    "layout_summary",
     "preference_pairs",
     "reinforce_pp_advantages",
     "reward_pairs",

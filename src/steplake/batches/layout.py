@@ -39,7 +39,15 @@ import numpy as np
 
 from steplake.batches.errors import BatchError, ContinuityMismatchError
 
-__all__ = ["LAYOUTS", "batch_groups", "row_meta", "to_rows", "to_step_rows", "to_trajectory_rows"]
+__all__ = [
+    "LAYOUTS",
+    "batch_groups",
+    "layout_summary",
+    "row_meta",
+    "to_rows",
+    "to_step_rows",
+    "to_trajectory_rows",
+]
 
 LAYOUTS: tuple[str, ...] = ("step", "trajectory")
 _CHAINABLE = frozenset({"first", "clean", None})
@@ -217,6 +225,31 @@ def to_trajectory_rows(
                 summary["fallback_step_rows"] += len(fallback)
                 summary["fallback_trajectories"] += 1
     return rows, summary
+
+
+def layout_summary(batch_or_groups: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The summary :func:`to_trajectory_rows` would give, without building rows (for the server).
+
+    Keys ``trajectory_rows``, ``fallback_step_rows``, ``fallback_trajectories``; never raises: a false
+    ``clean`` claim counts as a fallback and under ``continuity_mismatch`` (present only when > 0).
+    """
+    summary = {"trajectory_rows": 0, "fallback_step_rows": 0, "fallback_trajectories": 0}
+    for g in batch_groups(batch_or_groups):
+        for t in g.get("trajectories") or []:
+            steps = _sorted_steps(t)
+            if not steps:
+                continue
+            try:
+                clean = _is_clean_chain(steps)
+            except ContinuityMismatchError:
+                summary["continuity_mismatch"] = summary.get("continuity_mismatch", 0) + 1
+                clean = False
+            if clean:
+                summary["trajectory_rows"] += 1
+            else:
+                summary["fallback_step_rows"] += len(steps)
+                summary["fallback_trajectories"] += 1
+    return summary
 
 
 def to_rows(
