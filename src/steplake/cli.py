@@ -1,0 +1,335 @@
+"""``steplake`` command line: a thin layer over the Python API.
+
+Commands: ``serve``, ``demo``, ``stats``, ``keys create|list|revoke`` and ``model serve`` (when the
+embedded-model package is importable). Every ``Settings`` field is a ``serve``/``demo`` flag and a
+``STEPLAKE_<NAME>`` variable (flags win, then variables, then ``--config FILE``, then defaults).
+
+Errors (bad flag values, unreachable server, bad settings) print one line, ``steplake: error: ...``, on
+stderr and exit with status 2; no traceback.
+
+Without any API key the server is open, so ``serve`` binds loopback addresses only: ``--host 0.0.0.0``
+with no key in the database exits 2 (create one first with ``steplake keys create --scope admin``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import Settings, build_settings
+from .errors import ConfigError, SteplakeError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+F = Callable[..., Any]
+
+
+class SteplakeGroup(click.Group):
+    """Runs commands with one-line errors and exit status 2 for usage, settings and connection errors."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name or "steplake", complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.format_message())
+            return _exit(2, standalone_mode)
+        except click.ClickException as e:
+            click.echo(f"steplake: error: {e.format_message()}", err=True)
+            return _exit(2, standalone_mode)
+        except SteplakeError as e:
+            click.echo(f"steplake: error: {e.message}", err=True)
+            return _exit(2, standalone_mode)
+        except click.exceptions.Abort:
+            click.echo("steplake: aborted", err=True)
+            return _exit(1, standalone_mode)
+        return _exit(rv if isinstance(rv, int) else 0, standalone_mode)
+
+
+def _exit(code: int, standalone_mode: bool) -> int:
+    if standalone_mode:
+        sys.exit(code)
+    return code
+
+
+# -- settings as flags ---------------------------------------------------------------------------------------
+def _parse_retention(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float] | None:
+    if not values:
+        return None
+    out: dict[str, float] = {}
+    for v in values:
+        channel, sep, days = v.partition("=")
+        try:
+            if not sep or not channel:
+                raise ValueError
+            out[channel] = float(days)
+        except ValueError:
+            raise click.BadParameter(f"expected CHANNEL=DAYS, got {v!r}") from None
+    return out
+
+
+def _parse_json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise click.BadParameter("expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("expected a JSON object")
+    return data
+
+
+def _option_for(name: str, field: Any) -> Callable[[F], F]:
+    flag = "--" + name.replace("_", "-")
+    env = f"STEPLAKE_{name.upper()}"
+    default = field.default_factory() if field.default_factory is not None else field.default
+    shown = "" if default in (None, [], {}) else f"; default {default}"
+    help_text = f"{field.description} [env {env}{shown}]"
+    ann = field.annotation
+    if ann is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+    if ann == list[str]:
+        return click.option(flag, name, multiple=True, help=help_text + " (repeatable)")
+    if name == "retention":
+        return click.option(flag, name, multiple=True, callback=_parse_retention, metavar="CHANNEL=DAYS",
+                            help=help_text + " (repeatable)")
+    if ann == dict[str, Any]:
+        return click.option(flag, name, callback=_parse_json_object, metavar="JSON", help=help_text)
+    kind: Any = {int: int, float: float}.get(ann, str)
+    return click.option(flag, name, type=kind, default=None, help=help_text)
+
+
+def settings_options(fn: F) -> F:
+    """Add one option per ``Settings`` field (help text from the field's description)."""
+    for name, field in reversed(list(Settings.model_fields.items())):
+        fn = _option_for(name, field)(fn)
+    return fn
+
+
+def settings_from(opts: dict[str, Any]) -> Settings:
+    s = build_settings({k: v for k, v in opts.items() if k in Settings.model_fields})
+    if s.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, got {s.port}")
+    if s.max_body_mb <= 0:
+        raise ConfigError("--max-body-mb must be > 0")
+    if s.idle_timeout <= 0:
+        raise ConfigError("--idle-timeout must be > 0")
+    return s
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _store_has_keys(settings: Settings) -> bool:
+    from .store import open_store
+
+    store = open_store(settings.db, settings)
+    try:
+        store.open()
+    except SteplakeError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"cannot open database {settings.db!r}: {e}") from None
+    try:
+        return store.has_keys()
+    finally:
+        store.close()
+
+
+def check_bind(settings: Settings) -> None:
+    """With no API key everything is open: refuse to listen beyond loopback."""
+    if _store_has_keys(settings) or is_loopback(settings.host):
+        return
+    raise ConfigError(
+        f"refusing to listen on {settings.host} without an API key (with no key everything is open); "
+        f"create one with 'steplake keys create --scope admin --db {settings.db}' or bind 127.0.0.1")
+
+
+def run_server(settings: Settings) -> None:
+    import importlib.util
+
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, access_log=False, log_level=settings.log_level.lower(),
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on", timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise ConfigError(f"server failed to start on {settings.host}:{settings.port} (see the log above)")
+
+
+# -- commands ------------------------------------------------------------------------------------------------
+@click.group(cls=SteplakeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(version=__version__, prog_name="steplake", message="%(prog)s %(version)s")
+def cli() -> None:
+    """steplake: step-level data layer for agentic RL (gateway, data pool, training-ready batches)."""
+
+
+@cli.command()
+@settings_options
+def serve(**opts: Any) -> None:
+    """Run the server: gateway, API, dashboard (single process)."""
+    settings = settings_from(opts)
+    check_bind(settings)
+    run_server(settings)
+
+
+@cli.command()
+@settings_options
+def demo(**opts: Any) -> None:
+    """Run the end-to-end demo (agents, rewards, a GRPO batch) against the embedded model."""
+    settings = settings_from(opts)
+    try:
+        from .demo import run_demo  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise ConfigError(f"the demo is not available in this build: {e}") from None
+    run_demo(settings)
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(data, dict):
+        rows: list[tuple[str, str]] = []
+        for k, v in data.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return rows
+    return [(prefix, "-" if data is None else str(data))]
+
+
+@cli.command()
+@click.option("--url", envvar="STEPLAKE_URL", default="http://127.0.0.1:8000", show_default=True,
+              help="Server base URL [env STEPLAKE_URL].")
+@click.option("--api-key", envvar="STEPLAKE_API_KEY", default=None, help="API key [env STEPLAKE_API_KEY].")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def stats(url: str, api_key: str | None, as_json: bool) -> None:
+    """Print the server's counters (GET /api/v1/stats)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .client import Client
+
+    with Client(url, api_key=api_key, timeout=10.0) as client:
+        data = client.stats()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"steplake stats ({url})")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for name, value in _flatten(data):
+        table.add_row(name, value)
+    Console().print(table)
+
+
+db_option = click.option("--db", envvar="STEPLAKE_DB", default=None,
+                         help="SQLite file or postgresql:// URL [env STEPLAKE_DB; default steplake.db].")
+
+
+def _open_db(db: str | None) -> Any:
+    from .store import open_store
+
+    settings = build_settings({"db": db})
+    store = open_store(settings.db, settings)
+    try:
+        store.open()
+    except SteplakeError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"cannot open database {settings.db!r}: {e}") from None
+    return store
+
+
+@cli.group()
+def keys() -> None:
+    """API keys (stored hashed in the database; works on the database directly)."""
+
+
+@keys.command("create")
+@click.option("--scope", type=click.Choice(["agent", "trainer", "admin"]), required=True)
+@click.option("--name", default=None, help="A label for the key.")
+@db_option
+def keys_create(scope: str, name: str | None, db: str | None) -> None:
+    """Create a key; the secret is printed once (last line)."""
+    store = _open_db(db)
+    try:
+        rec, secret = store.create_key(scope, name)
+    finally:
+        store.close()
+    click.echo(f"key_id: {rec.key_id}\nscope: {rec.scope}\nname: {rec.name or '-'}")
+    click.echo("secret (shown once, store it now):", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@db_option
+def keys_list(db: str | None) -> None:
+    """List keys (never their secrets)."""
+    import datetime as dt
+
+    store = _open_db(db)
+    try:
+        records = store.list_keys()
+    finally:
+        store.close()
+
+    def when(t: float | None) -> str:
+        return "-" if t is None else dt.datetime.fromtimestamp(t).isoformat(timespec="seconds")
+
+    click.echo(f"{'KEY_ID':<28} {'SCOPE':<8} {'NAME':<20} {'CREATED':<20} REVOKED")
+    for k in records:
+        click.echo(f"{k.key_id:<28} {k.scope:<8} {(k.name or '-'):<20} {when(k.created_at):<20} "
+                   f"{when(k.revoked_at)}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@db_option
+def keys_revoke(key_id: str, db: str | None) -> None:
+    """Revoke a key (a running server stops accepting it within a few seconds)."""
+    store = _open_db(db)
+    try:
+        done = store.revoke_key(key_id)
+    finally:
+        store.close()
+    if not done:
+        raise ConfigError(f"no active key {key_id!r}")
+    click.echo(f"revoked {key_id}")
+
+
+try:
+    from .model.cli import model as _model_group  # type: ignore[import-not-found]
+except ImportError:
+    _model_group = None
+if _model_group is not None:
+    cli.add_command(_model_group, "model")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``steplake``) and ``python -m steplake``."""
+    cli.main(args=argv, prog_name="steplake")
+
+
+__all__ = ["cli", "main", "settings_options", "settings_from", "check_bind", "is_loopback", "run_server"]
