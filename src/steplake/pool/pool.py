@@ -37,8 +37,10 @@ class Pool:
     """Async API of the pool. Create with a store, then ``await start()``; ``await stop()`` at the end."""
 
     def __init__(self, store: Store, *, idle_timeout: float = 300.0, sweep_interval: float | None = None,
-                 event_poll_interval: float = 0.5) -> None:
+                 event_poll_interval: float = 0.5, rewards: dict[str, Any] | None = None) -> None:
         self.store = store
+        self.reward_config = rewards or {}
+        self.rewarder: Any = None
         self.idle_timeout = idle_timeout
         self.sweep_interval = sweep_interval if sweep_interval is not None else max(0.2, min(10.0, idle_timeout / 5))
         self.event_poll_interval = event_poll_interval
@@ -57,10 +59,17 @@ class Pool:
         if hasattr(self.store, "on_commit"):
             self.store.on_commit = self.notify  # type: ignore[attr-defined]
         self._policy = await self._run(self.store.get_policy)
+        if self.reward_config:
+            from .rewarder import Rewarder
+
+            self.rewarder = Rewarder(self, self.reward_config)
+            self.rewarder.start(await self._run(self.store.last_event_id))
         self._tasks.append(asyncio.create_task(self._sweeper()))
         self._tasks.append(asyncio.create_task(self._event_ticker()))
 
     async def stop(self) -> None:
+        if self.rewarder is not None:
+            await self.rewarder.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -229,6 +238,15 @@ class Pool:
         self.notify()
         return r
 
+    async def run_rewards(self, trajectory_ids: Sequence[str], version: str | None = None) -> list[Json]:
+        """Score these trajectories now with the configured reward functions (a re-run keeps old values)."""
+        if self.rewarder is None:
+            from ..errors import BadRequestError
+
+            raise BadRequestError("no reward functions are configured (settings 'rewards')", code="no_rewards")
+        out: list[Json] = await self.rewarder.score(trajectory_ids, version=version)
+        return out
+
     async def curate(self, change: CurationIn) -> int:
         n = await self._run(self.store.curate, change)
         self.notify()
@@ -302,6 +320,8 @@ class Pool:
     async def stats(self) -> Json:
         s = await self._run(self.store.stats)
         s["captures"] = self.captures.as_dict()
+        if self.rewarder is not None:
+            s["rewards"] = self.rewarder.stats()
         s["policy_version"] = self.policy_version
         return s
 
