@@ -107,7 +107,8 @@ class ExchangeIndex:
         self._by_hash: OrderedDict[str, str] = OrderedDict()
         self._last: dict[str, str] = {}
         self._claimed: dict[str, str] = {}
-        self._closed: set[str] = set()
+        # hashes that stopped being a trajectory's last exchange here, maybe not yet in the store
+        self._superseded: OrderedDict[str, str] = OrderedDict()
 
     def lookup(self, h: str) -> str | None:
         if h in self._claimed:
@@ -116,6 +117,10 @@ class ExchangeIndex:
 
     def is_claimed(self, h: str) -> bool:
         return h in self._claimed
+
+    def is_stale(self, h: str, tid: str) -> bool:
+        """True when ``h`` was ``tid``'s last exchange but a newer one was captured here since."""
+        return self._superseded.get(h) == tid
 
     def claim(self, h: str, tid: str) -> None:
         self._claimed[h] = tid
@@ -129,6 +134,9 @@ class ExchangeIndex:
         old = self._last.pop(tid, None)
         if old is not None:
             self._by_hash.pop(old, None)
+            self._superseded[old] = tid
+            if len(self._superseded) > self.capacity:
+                self._superseded.popitem(last=False)
         self._by_hash[h] = tid
         self._last[tid] = h
         while len(self._by_hash) > self.capacity:

@@ -97,14 +97,19 @@ class Gateway:
                 continue
             tid = self.index.lookup(h)
             if tid is not None:
+                self.index.claim(h, tid)  # before awaiting: a concurrent call must not join too
                 t = await self.pool.find_trajectory(tid)
                 if t is not None and t.get("status") != "open":
+                    self.index.release(h)
                     tid = None
             else:
                 tid = await self.pool.find_open_trajectory(h)
+                if tid is not None and (self.index.is_claimed(h) or self.index.is_stale(h, tid)):
+                    tid = None
+                if tid is not None:
+                    self.index.claim(h, tid)
             if tid is not None:
                 att.trajectory_id, att.source, att.claimed_hash = tid, "auto-join", h
-                self.index.claim(h, tid)
                 return att
         att.trajectory_id, att.source = new_trajectory_id(), "auto-new"
         return att
