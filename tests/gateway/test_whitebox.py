@@ -1,0 +1,49 @@
+"""White-box generate and policy publication through the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from tests.gateway.conftest import Harness
+from tests.gateway.fake_upstream import FakeUpstreamThread
+
+
+async def test_generate_token_in_token_out(harness: Harness, fake_up: FakeUpstreamThread) -> None:
+    r = await harness.client.post("/api/v1/generate", json={"prompt_ids": [3, 4, 5], "sampling": {"max_tokens": 8}})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["response_ids"] == [*b"done0", 1] and len(out["response_logprobs"]) == 6
+    assert out["finish_reason"] == "stop" and "step_id" not in out
+    assert fake_up.fake.requests[-1]["prompt"] == [3, 4, 5]
+    assert await harness.steps() == []
+    r = await harness.client.post("/api/v1/generate", json={
+        "prompt_ids": [3, 4, 5], "trajectory_id": "wb-1", "metadata": {"task": "x"}, "sampling": {"max_tokens": 8}})
+    out = r.json()
+    step = await harness.pool.get_step(out["step_id"])  # committed before the answer
+    assert step["trajectory_id"] == "wb-1" and step["prompt_ids"] == [3, 4, 5]
+    assert step["response_ids"] == out["response_ids"] and step["token_source"] == "upstream"
+    assert step["provenance"]["protocol"] == "whitebox.generate"
+
+
+async def test_policy_reload_and_version_on_new_steps(
+        make_harness: Callable[..., Awaitable[Harness]], fake_up: FakeUpstreamThread) -> None:
+    h = await make_harness([f"sglang+{fake_up.url}", f"vllm+{fake_up.url}/v1"])
+    await h.pool.publish_policy(3, "/tmp/weights-v3", None)
+    res = await h.gw.publish_policy({"version": 3, "weights_path": "/tmp/weights-v3"})
+    by_kind = {u["kind"]: u for u in res["upstreams"]}
+    assert by_kind["sglang"]["reloaded"] is True and fake_up.fake.reloaded == ["/tmp/weights-v3"]
+    assert by_kind["vllm"]["reloaded"] is False and "cannot be reloaded" in by_kind["vllm"]["detail"]
+    r = await h.client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "v"}]})
+    assert r.status_code == 200
+    [step] = await h.steps()
+    assert step["policy_version"] == 3
+
+
+async def test_capture_sync_commits_before_answering(
+        make_harness: Callable[..., Awaitable[Harness]], fake_up: FakeUpstreamThread) -> None:
+    h = await make_harness([fake_up.url], capture_sync=True)
+    r = await h.client.post("/v1/chat/completions", json={"model": "m", "stream": True,
+                                                          "messages": [{"role": "user", "content": "s"}]})
+    assert r.status_code == 200
+    assert h.pool.captures.committed == 1  # no settling needed
+    assert h.gw.stats()["capture"]["steps"] == 1
