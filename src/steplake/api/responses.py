@@ -58,7 +58,7 @@ def describe_errors(errors: list[Any], *, limit: int = 5) -> tuple[str, list[dic
         loc = format_loc(tuple(e.get("loc", ())))
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
         if len(parts) < limit:
-            parts.append(f"{loc}: {msg}" if loc else msg)
+            parts.append(f"{loc or 'body'}: {msg}")
         if len(details) < 20:
             details.append({"loc": [p if isinstance(p, int | str) else str(p) for p in e.get("loc", ())],
                             "msg": msg, "type": str(e.get("type", ""))})
