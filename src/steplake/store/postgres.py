@@ -1,0 +1,300 @@
+"""PostgresStore: the scale-out Store. Several ``steplake serve`` processes (and trainers) share one
+database: psycopg 3 with a connection pool (psycopg_pool), ``bytea`` token ids (the store/codec.py
+encoding), group commit of step appends (store/postgres_tx.py), row locks for continuity and
+``SKIP LOCKED`` leasing (store/postgres_writes.py, store/postgres_select.py), and ``LISTEN/NOTIFY``: a
+server calls ``on_commit`` when it or another server commits, so long-polls wake at once.
+
+``schema`` puts every table in one PostgreSQL schema (default ``public``); tests use a fresh schema each.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..errors import ConfigError, NotFoundError, StoreError
+from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from .base import AppendResult, BatchSelection, Json, KeyRecord
+from .codec import dumps
+from .postgres_reads import PgReads
+from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
+from .postgres_select import pg_select_groups
+from .postgres_tx import GroupCommitter, Tx, run_tx
+from .postgres_writes import PgWrites
+
+log = logging.getLogger("steplake.store")
+SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PENDING_DROPS: dict[tuple[str, str], None] = {}
+
+
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key."""
+    return int.from_bytes(hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def connect_kwargs(schema: str) -> dict[str, Any]:
+    return {"autocommit": True, "options": f"-c search_path={schema}", "application_name": "steplake"}
+
+
+class PostgresStore(PgReads, PgWrites):
+    def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
+                 pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
+        self.url = url
+        self.schema = schema or "public"
+        if not SCHEMA_RE.match(self.schema):
+            raise ConfigError(f"invalid PostgreSQL schema name {self.schema!r}")
+        self.drop_schema_on_close = drop_schema_on_close
+        self.pool_size = pool_size
+        self.commit_window_ms = commit_window_ms
+        self.reward_weights: dict[str, float] = {}
+        self.on_commit: Callable[[], None] | None = None
+        self._pool: ConnectionPool[Any] | None = None
+        self._committer: GroupCommitter | None = None
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._events_key = lock_key("steplake-events", self.schema)
+        self._policy_key = lock_key("steplake-policy", self.schema)
+        self._channel = f"steplake_{self.schema}"
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._pool is not None:
+            return
+        _PENDING_DROPS.pop((self.url, self.schema), None)
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                self._migrate(conn)
+        except psycopg.OperationalError as e:
+            raise StoreError(f"cannot connect to PostgreSQL at {redact(self.url)}: {e}") from None
+        self._pool = ConnectionPool(self.url, min_size=1, max_size=max(2, self.pool_size),
+                                    kwargs=connect_kwargs(self.schema), open=True, timeout=30,
+                                    name=f"steplake-{self.schema}")
+        self._committer = GroupCommitter(self._pool, self._events_key, self._channel,
+                                         window_ms=self.commit_window_ms, on_commit=self._committed)
+        self._committer.start()
+        self._stop.clear()
+        self._listener = threading.Thread(target=self._listen, name="steplake-pg-listen", daemon=True)
+        self._listener.start()
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("steplake-migrate", self.schema),))
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > PG_SCHEMA_VERSION:
+                raise StoreError(f"database schema v{version} is newer than this steplake (v{PG_SCHEMA_VERSION})")
+            for sql in PG_MIGRATIONS[version:]:
+                for stmt in sql.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)  # type: ignore[call-overload]
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) ON CONFLICT (key)"
+                         " DO UPDATE SET value = excluded.value", (str(PG_SCHEMA_VERSION),))
+
+    def _committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _listen(self) -> None:
+        """Wake this process when any server commits (NOTIFY is sent at the end of every write)."""
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    while not self._stop.is_set():
+                        got = False
+                        for _ in conn.notifies(timeout=0.5, stop_after=1000):
+                            got = True
+                            break
+                        if got:
+                            self._committed()
+            except Exception as e:  # lost the connection: retry shortly; polling still wakes waiters
+                if not self._stop.is_set():
+                    log.warning("PostgreSQL listener: %s; reconnecting", e)
+                    self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+            self._listener = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self.drop_schema_on_close:
+            # dropped at interpreter exit unless opened again (a test may close and reopen the same store)
+            _PENDING_DROPS[(self.url, self.schema)] = None
+
+    def drop_schema(self) -> None:
+        """Remove every table of this store's schema (tests, ``steplake migrate`` targets)."""
+        _PENDING_DROPS.pop((self.url, self.schema), None)
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    def ping(self) -> bool:
+        try:
+            return self._one("SELECT 1") is not None and self._committer is not None
+        except Exception:
+            return False
+
+    def _tx(self, fn: Callable[[Tx], Any]) -> Any:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        res = run_tx(self._pool, fn, self._events_key, self._channel)
+        self._committed()
+        return res
+
+    def _group(self) -> GroupCommitter:
+        if self._committer is None:
+            raise StoreError("store is not open")
+        return self._committer
+
+    # -- steps --------------------------------------------------------------------------------------
+    def append_steps(self, steps: Sequence[Step]) -> AppendResult:
+        steps = _with_step_ids(steps)
+        return self._group().call(lambda tx: self._w_append(tx, steps))  # type: ignore[no-any-return]
+
+    def submit_steps(self, steps: Sequence[Step], callback: Callable[[BaseException | None], None] | None = None
+                     ) -> None:
+        steps = _with_step_ids(steps)
+        self._group().submit_nowait(lambda tx: self._w_append(tx, steps), callback)
+
+    # -- trajectories and groups ------------------------------------------------------------------------
+    def create_trajectory(self, trajectory_id: str, group_id: str | None, group_size: int | None,
+                          channel: str | None, metadata: Json) -> Json:
+        self._tx(lambda tx: self._w_create_trajectory(tx, trajectory_id, group_id, group_size, channel, metadata))
+        t = self.get_trajectory(trajectory_id, with_steps=False)
+        assert t is not None
+        return t
+
+    def create_group(self, group_id: str, n: int, channel: str | None, metadata: Json,
+                     trajectory_ids: Sequence[str]) -> Json:
+        self._tx(lambda tx: self._w_create_group(tx, group_id, n, channel, metadata, trajectory_ids))
+        g = self.get_group(group_id)
+        assert g is not None
+        return g
+
+    def complete_trajectory(self, trajectory_id: str, reward: float | None, metadata: Json | None = None) -> Json:
+        self._tx(lambda tx: self._w_complete(tx, trajectory_id, reward, metadata))
+        t = self.get_trajectory(trajectory_id, with_steps=False)
+        assert t is not None
+        return t
+
+    def delete_trajectory(self, trajectory_id: str) -> bool:
+        return bool(self._tx(lambda tx: self._w_delete(tx, trajectory_id)))
+
+    def sweep_idle(self, idle_timeout: float, now: float | None = None) -> int:
+        t = time.time() if now is None else now
+        if self._one("SELECT 1 FROM trajectories WHERE status = 'open' AND updated_at < %s LIMIT 1",
+                     (t - idle_timeout,)) is None:
+            return 0
+        return int(self._tx(lambda tx: self._w_sweep(tx, idle_timeout, t)))
+
+    # -- rewards, curation, feedback ----------------------------------------------------------------------
+    def add_reward(self, reward: RewardIn) -> Json:
+        return self._tx(lambda tx: self._w_add_reward(tx, reward))  # type: ignore[no-any-return]
+
+    def curate(self, change: CurationIn) -> int:
+        tids = list(change.trajectory_ids or [])
+        if change.filter is not None:
+            tids += self.trajectory_ids_matching(change.filter.model_dump(exclude_none=True))
+        return int(self._tx(lambda tx: self._w_curate(tx, change, list(dict.fromkeys(tids)))))
+
+    def add_feedback(self, feedback: FeedbackIn) -> Json:
+        return self._tx(lambda tx: self._w_feedback(tx, feedback))  # type: ignore[no-any-return]
+
+    # -- batches and policy ------------------------------------------------------------------------------------
+    def select_batch(self, request: BatchIn) -> BatchSelection:
+        return self._tx(lambda tx: pg_select_groups(tx, request))  # type: ignore[no-any-return]
+
+    def record_batch_details(self, batch_id: str, details: Json) -> None:
+        self._tx(lambda tx: tx.q("UPDATE batches SET details = %s WHERE batch_id = %s", (dumps(details), batch_id)))
+
+    def ack_batch(self, batch_id: str) -> Json:
+        def job(tx: Tx) -> None:
+            row = tx.one("SELECT acked_at FROM batches WHERE batch_id = %s FOR UPDATE", (batch_id,))
+            if row is None:
+                raise NotFoundError(f"batch {batch_id!r} not found", code="batch_not_found")
+            if row[0] is not None:
+                return
+            now = time.time()
+            tx.q("UPDATE batches SET acked_at = %s WHERE batch_id = %s", (now, batch_id))
+            gids = [r[0] for r in tx.all("UPDATE groups SET status = 'consumed', consumed_at = %s"
+                                         " WHERE lease_batch_id = %s AND status = 'leased' RETURNING group_id",
+                                         (now, batch_id))]
+            tx.event("batch", {"batch_id": batch_id, "status": "consumed", "group_ids": sorted(gids)}, now)
+        self._tx(job)
+        b = self.get_batch(batch_id)
+        assert b is not None
+        return b
+
+    def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
+        return self._tx(  # type: ignore[no-any-return]
+            lambda tx: self._w_publish_policy(tx, self._policy_key, version, weights_path, note))
+
+    # -- stats and keys -------------------------------------------------------------------------------------------
+    def stats(self) -> Json:
+        with self._conn() as conn:
+            counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+            traj = dict(conn.execute("SELECT status, count(*) FROM trajectories GROUP BY status").fetchall())
+            groups = dict(conn.execute("SELECT status, count(*) FROM groups GROUP BY status").fetchall())
+            b = conn.execute("SELECT count(acked_at), count(*) FILTER (WHERE acked_at IS NULL AND lease_expires_at > %s),"
+                             " count(*) FROM batches", (time.time(),)).fetchone()
+        assert b is not None
+        return {
+            "steps": int(counters.get("steps", 0)),
+            "tokens": {"prompt": int(counters.get("prompt_tokens", 0)),
+                       "response": int(counters.get("response_tokens", 0))},
+            "continuity": {k: int(counters.get(f"continuity_{k}", 0)) for k in ("first", "clean", "realigned", "fork")},
+            "trajectories": {k: traj.get(k, 0) for k in ("open", "complete", "abandoned")},
+            "groups": {k: groups.get(k, 0) for k in ("collecting", "ready", "leased", "consumed")},
+            "batches": {"consumed": b[0], "leased": b[1], "total": b[2]},
+            "store": {"backend": "postgresql", "url": redact(self.url), "schema": self.schema,
+                      "commits": self._committer.commits if self._committer else 0},
+        }
+
+    def create_key(self, scope: str, name: str | None) -> tuple[KeyRecord, str]:
+        key_id, secret, now = self._tx(lambda tx: self._w_create_key(tx, scope, name))
+        return KeyRecord(key_id, scope, name, now), secret
+
+    def revoke_key(self, key_id: str) -> bool:
+        return bool(self._tx(lambda tx: tx.one("UPDATE keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL"
+                                               " RETURNING 1", (time.time(), key_id))))
+
+
+def _with_step_ids(steps: Sequence[Step]) -> list[Step]:
+    """Give id-less steps their id before queueing, so a retried transaction stores each step once."""
+    return [s if s.step_id else s.model_copy(update={"step_id": f"st_{uuid.uuid4().hex}"}) for s in steps]
+
+
+@atexit.register
+def _drop_pending_schemas() -> None:
+    for url, schema in list(_PENDING_DROPS):
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        except Exception:  # the server may be gone at exit; nothing to clean then
+            pass
+    _PENDING_DROPS.clear()
+
+
+__all__ = ["PostgresStore", "redact", "lock_key", "connect_kwargs"]

@@ -1,0 +1,308 @@
+"""Reads of PostgresStore: the same queries and answers as SqliteStore (rows go through the SQLite
+store's row→dict helpers, so both backends answer identically), on pooled autocommit connections."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from ..errors import ValidationError
+from .base import Json, KeyRecord, Page
+from .codec import bytes_to_floats, bytes_to_ids, loads
+from .sqlite import (
+    GROUP_COLS,
+    STEP_COLS,
+    STEP_META_COLS,
+    TRAJ_COLS,
+    SqliteStore,
+    group_dict,
+    step_meta,
+    traj_dict,
+)
+from .sqlite_writes import hash_secret
+
+_rebuild = SqliteStore._rebuild
+
+
+class PgReads:
+    _pool: Any
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        from ..errors import StoreError
+
+        if self._pool is None:
+            raise StoreError("store is not open")
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _all(self, sql: str, args: Any = ()) -> list[Any]:
+        with self._conn() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Any = ()) -> Any:
+        with self._conn() as conn:
+            return conn.execute(sql, args).fetchone()
+
+    # -- step chains -----------------------------------------------------------------------------
+    @staticmethod
+    def _chain(conn: psycopg.Connection[Any], tid: str, max_index: int | None) -> list[tuple[Any, ...]]:
+        sql = ("SELECT step_id, step_index, parent_step_id, shared_prefix_len, prompt_tail, response_ids"
+               " FROM steps WHERE trajectory_id = %s")
+        args: list[Any] = [tid]
+        if max_index is not None:
+            sql += " AND step_index <= %s"
+            args.append(max_index)
+        return conn.execute(sql + " ORDER BY step_index", args).fetchall()
+
+    def _full_seq_for(self, conn: psycopg.Connection[Any], trajectory_id: str, below_index: int | None
+                      ) -> tuple[int, str | None, bytes | None]:
+        rows = self._chain(conn, trajectory_id, None if below_index is None else below_index - 1)
+        if not rows:
+            return -1, None, None
+        full = _rebuild(rows)
+        last = rows[-1]
+        p, r = full[last[0]]
+        return last[1], last[0], p + r
+
+    def _load_full(self, conn: psycopg.Connection[Any], step_id: str) -> Json | None:
+        row = conn.execute(f"SELECT {STEP_COLS} FROM steps WHERE step_id = %s", (step_id,)).fetchone()
+        if row is None:
+            return None
+        return self._steps_with_ids(conn, [row])[0]
+
+    def _steps_with_ids(self, conn: psycopg.Connection[Any], rows: Sequence[Sequence[Any]]) -> list[Json]:
+        need: dict[str, int] = {}
+        for r in rows:
+            need[r[2]] = max(need.get(r[2], -1), r[4])
+        full: dict[str, tuple[bytes, bytes]] = {}
+        for tid, max_index in need.items():
+            full.update(_rebuild(self._chain(conn, tid, max_index)))
+        return [_with_ids(r, full) for r in rows]
+
+    # -- steps -------------------------------------------------------------------------------------
+    def get_step(self, step_id: str) -> Json | None:
+        with self._conn() as conn:
+            return self._load_full(conn, step_id)
+
+    def steps_of(self, trajectory_ids: Sequence[str]) -> dict[str, list[Json]]:
+        out: dict[str, list[Json]] = {t: [] for t in trajectory_ids}
+        with self._conn() as conn:
+            for i in range(0, len(trajectory_ids), 1000):
+                chunk = list(trajectory_ids[i:i + 1000])
+                rows = conn.execute(f"SELECT {STEP_COLS} FROM steps WHERE trajectory_id = ANY(%s)"
+                                    " ORDER BY trajectory_id, step_index", (chunk,)).fetchall()
+                by_t: dict[str, list[Any]] = {}
+                for r in rows:
+                    by_t.setdefault(r[2], []).append(r)
+                for tid, trows in by_t.items():
+                    full = _rebuild([(r[1], r[4], r[8], r[9], r[25], r[26]) for r in trows])
+                    out[tid] = [_with_ids(r, full) for r in trows]
+        return out
+
+    def list_steps(self, filters: Json, cursor: str | None, limit: int, with_ids: bool = True) -> Page:
+        where, args = [], []
+        for col in ("trajectory_id", "group_id", "channel", "continuity", "policy_version", "token_source",
+                    "finish_reason", "quality"):
+            if filters.get(col) is not None:
+                where.append(f"{col} = %s")
+                args.append(filters[col])
+        if filters.get("trainable") is not None:
+            where.append("trainable = %s")
+            args.append(int(bool(filters["trainable"])))
+        if filters.get("since") is not None:
+            where.append("created_at >= %s")
+            args.append(float(filters["since"]))
+        desc = filters.get("order", "asc" if filters.get("trajectory_id") else "desc") == "desc"
+        if cursor is not None:
+            where.append("seq < %s" if desc else "seq > %s")
+            args.append(_cursor(cursor))
+        sql = f"SELECT {STEP_COLS if with_ids else STEP_META_COLS} FROM steps"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s"
+        with self._conn() as conn:
+            rows = conn.execute(sql, [*args, limit + 1]).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = self._steps_with_ids(conn, rows) if with_ids else [step_meta(r) for r in rows]
+        return Page(items, str(rows[-1][0]) if more and rows else None)
+
+    # -- trajectories and groups -------------------------------------------------------------------------
+    def get_trajectory(self, trajectory_id: str, with_steps: bool = True) -> Json | None:
+        row = self._one(f"SELECT {TRAJ_COLS} FROM trajectories WHERE trajectory_id = %s", (trajectory_id,))
+        if row is None:
+            return None
+        t = traj_dict(row)
+        if with_steps:
+            t["steps"] = self.steps_of([trajectory_id])[trajectory_id]
+        return t
+
+    def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
+        where, args = traj_where(filters)
+        desc = filters.get("order", "desc") == "desc"
+        if cursor is not None:
+            where.append("seq < %s" if desc else "seq > %s")
+            args.append(_cursor(cursor))
+        sql = f"SELECT {TRAJ_COLS} FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._all(sql + f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s", [*args, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
+
+    def trajectory_ids_matching(self, filters: Json, limit: int = 100_000) -> list[str]:
+        where, args = traj_where(filters)
+        sql = "SELECT trajectory_id FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
+        return [r[0] for r in self._all(sql + " ORDER BY seq LIMIT %s", [*args, limit])]
+
+    def get_group(self, group_id: str) -> Json | None:
+        with self._conn() as conn:
+            row = conn.execute(f"SELECT {GROUP_COLS} FROM groups WHERE group_id = %s", (group_id,)).fetchone()
+            if row is None:
+                return None
+            g = group_dict(row)
+            g["trajectory_ids"] = [r[0] for r in conn.execute(
+                "SELECT trajectory_id FROM trajectories WHERE group_id = %s ORDER BY seq", (group_id,))]
+        return g
+
+    def list_groups(self, filters: Json, cursor: str | None, limit: int) -> Page:
+        where, args = [], []
+        for col in ("channel", "status"):
+            if filters.get(col) is not None:
+                where.append(f"{col} = %s")
+                args.append(filters[col])
+        if cursor is not None:
+            where.append("seq < %s")
+            args.append(_cursor(cursor))
+        sql = f"SELECT seq, {GROUP_COLS} FROM groups" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._all(sql + " ORDER BY seq DESC LIMIT %s", [*args, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([group_dict(r[1:]) for r in rows], str(rows[-1][0]) if more and rows else None)
+
+    def find_open_trajectory(self, exchange_hash: str) -> str | None:
+        row = self._one("SELECT trajectory_id FROM trajectories WHERE exchange_hash = %s AND status = 'open'"
+                        " ORDER BY updated_at DESC LIMIT 1", (exchange_hash,))
+        return row[0] if row else None
+
+    # -- rewards, curation, feedback -----------------------------------------------------------------------
+    def list_rewards(self, trajectory_id: str | None = None, step_id: str | None = None) -> list[Json]:
+        col, val = ("step_id", step_id) if step_id else ("trajectory_id", trajectory_id)
+        rows = self._all("SELECT id, trajectory_id, step_id, name, value, version, details, created_at"
+                         f" FROM rewards WHERE {col} = %s ORDER BY id", (val,))
+        return [{"id": r[0], "trajectory_id": r[1], "step_id": r[2], "name": r[3], "value": r[4], "version": r[5],
+                 "details": loads(r[6]), "created_at": r[7]} for r in rows]
+
+    def curation_history(self, target_id: str) -> list[Json]:
+        rows = self._all("SELECT id, target_kind, target_id, change, before, reviewer, at FROM curation_history"
+                         " WHERE target_id = %s ORDER BY id", (target_id,))
+        return [{"id": r[0], "target_kind": r[1], "target_id": r[2], "change": loads(r[3]), "before": loads(r[4]),
+                 "reviewer": r[5], "at": r[6]} for r in rows]
+
+    def list_feedback(self, filters: Json) -> list[Json]:
+        where, args = [], []
+        for col in ("trajectory_id", "step_id", "kind"):
+            if filters.get(col) is not None:
+                where.append(f"{col} = %s")
+                args.append(filters[col])
+        sql = "SELECT id, trajectory_id, step_id, kind, value, comment, author, created_at FROM feedback"
+        rows = self._all(sql + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT 10000", args)
+        return [{"id": r[0], "trajectory_id": r[1], "step_id": r[2], "kind": r[3], "value": loads(r[4]),
+                 "comment": r[5], "author": r[6], "created_at": r[7]} for r in rows]
+
+    # -- batches, policy, events, keys ---------------------------------------------------------------------
+    def get_batch(self, batch_id: str) -> Json | None:
+        r = self._one("SELECT batch_id, channel, recipe, layout, request, group_ids, trajectory_ids, details,"
+                      " policy_version, created_at, lease_expires_at, acked_at FROM batches WHERE batch_id = %s",
+                      (batch_id,))
+        if r is None:
+            return None
+        return {"batch_id": r[0], "channel": r[1], "recipe": r[2], "layout": r[3], "request": loads(r[4]),
+                "group_ids": loads(r[5]), "trajectory_ids": loads(r[6]), "details": loads(r[7]),
+                "policy_version": r[8], "created_at": r[9], "lease_expires_at": r[10], "acked_at": r[11],
+                "status": "consumed" if r[11] else ("leased" if r[10] > time.time() else "expired")}
+
+    def get_policy(self) -> Json:
+        r = self._one("SELECT version, weights_path, note, created_at FROM policy ORDER BY version DESC LIMIT 1")
+        if r is None:
+            return {"version": 0, "weights_path": None, "note": None, "created_at": None}
+        return {"version": r[0], "weights_path": r[1], "note": r[2], "created_at": r[3]}
+
+    def read_events(self, after: int, limit: int = 1000) -> list[Json]:
+        rows = self._all("SELECT id, kind, data, at FROM events WHERE id > %s ORDER BY id LIMIT %s", (after, limit))
+        return [{"id": r[0], "kind": r[1], "data": loads(r[2]), "at": r[3]} for r in rows]
+
+    def last_event_id(self) -> int:
+        return int(self._one("SELECT COALESCE(MAX(id), 0) FROM events")[0])
+
+    def list_keys(self) -> list[KeyRecord]:
+        rows = self._all("SELECT key_id, scope, name, created_at, revoked_at, last_used_at FROM keys ORDER BY created_at")
+        return [KeyRecord(*r) for r in rows]
+
+    def lookup_key(self, secret: str) -> KeyRecord | None:
+        r = self._one("SELECT key_id, scope, name, created_at, revoked_at, last_used_at FROM keys"
+                      " WHERE secret_hash = %s", (hash_secret(secret),))
+        if r is None or r[4] is not None:
+            return None
+        return KeyRecord(*r)
+
+    def has_keys(self) -> bool:
+        return self._one("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1") is not None
+
+
+def _with_ids(r: Sequence[Any], full: dict[str, tuple[bytes, bytes]]) -> Json:
+    d = step_meta(r)
+    p, resp = full[r[1]]
+    d["prompt_ids"] = bytes_to_ids(p)
+    d["response_ids"] = bytes_to_ids(resp)
+    d["response_logprobs"] = bytes_to_floats(r[27])
+    return d
+
+
+def _cursor(c: str) -> int:
+    try:
+        return int(c)
+    except ValueError:
+        raise ValidationError(f"invalid cursor {c!r}", code="invalid_cursor") from None
+
+
+def traj_where(filters: Json) -> tuple[list[str], list[Any]]:
+    """WHERE clauses of trajectory lists (the SQLite store's filters, PostgreSQL syntax)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for col in ("channel", "group_id", "status", "quality", "agent"):
+        if filters.get(col) is not None:
+            where.append(f"{col} = %s")
+            args.append(filters[col])
+    if filters.get("trainable") is not None:
+        where.append("trainable = %s")
+        args.append(int(bool(filters["trainable"])))
+    for key, clause in (("min_reward", "reward >= %s"), ("max_reward", "reward <= %s"),
+                        ("since", "created_at >= %s"), ("until", "created_at <= %s")):
+        if filters.get(key) is not None:
+            where.append(clause)
+            args.append(float(filters[key]))
+    if filters.get("has_reward") is not None:
+        where.append("reward IS NOT NULL" if filters["has_reward"] else "reward IS NULL")
+    cont = filters.get("continuity")
+    if cont == "fork":
+        where.append("n_fork > 0")
+    elif cont == "realigned":
+        where.append("n_realigned > 0")
+    elif cont == "clean":
+        where.append("n_fork = 0 AND n_realigned = 0")
+    if filters.get("policy_version") is not None:
+        where.append("min_policy <= %s AND max_policy >= %s")
+        args += [int(filters["policy_version"])] * 2
+    if filters.get("q"):
+        where.append("trajectory_id IN (SELECT trajectory_id FROM steps"
+                     " WHERE strpos(lower(convert_from(doc, 'UTF8')), %s) > 0)")
+        args.append(str(filters["q"]).lower())
+    return where, args
+
+
+__all__ = ["PgReads", "traj_where"]

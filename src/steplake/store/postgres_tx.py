@@ -1,0 +1,238 @@
+"""Write transactions of PostgresStore: the ``Tx`` handle every write runs with, the end-of-transaction
+step that makes events readable in commit order across servers, and the group-commit thread.
+
+Event order across servers: an events table with a sequence alone is not enough (a transaction may take
+id 9, another id 10 and commit first; a reader that saw 10 would skip 9 forever). Every write transaction
+that has events or counter deltas takes one advisory transaction lock *last*, then allocates its event
+ids and commits; the lock is released only after the commit is visible, so ids are handed out in commit
+order and ``read_events(after)`` never skips one. The same step sends ``NOTIFY`` so servers listening on
+the database wake their long-polls (delivered at commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerr
+
+from ..errors import ConflictError, SteplakeError, StoreError, ValidationError
+from .base import Json
+from .codec import dumps
+
+log = logging.getLogger("steplake.store")
+
+TRANSIENT = (pgerr.DeadlockDetected, pgerr.SerializationFailure, pgerr.LockNotAvailable)
+RETRIES = 6
+
+
+class Tx:
+    """One open write transaction: the connection plus the events and counter deltas it will publish."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.events: list[tuple[str, bytes, float]] = []
+        self.counts: dict[str, int] = {}
+
+    def q(self, sql: str, args: Any = ()) -> psycopg.Cursor[Any]:
+        return self.conn.execute(sql, args)  # type: ignore[arg-type]
+
+    def one(self, sql: str, args: Any = ()) -> Any:
+        return self.conn.execute(sql, args).fetchone()  # type: ignore[arg-type]
+
+    def all(self, sql: str, args: Any = ()) -> list[Any]:
+        return self.conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+
+    def event(self, kind: str, data: Json, now: float) -> None:
+        self.events.append((kind, dumps(data), now))
+
+    def count(self, deltas: dict[str, int]) -> None:
+        for k, v in deltas.items():
+            if v:
+                self.counts[k] = self.counts.get(k, 0) + v
+
+    def mark(self) -> tuple[int, dict[str, int]]:
+        return len(self.events), dict(self.counts)
+
+    def reset(self, mark: tuple[int, dict[str, int]]) -> None:
+        del self.events[mark[0]:]
+        self.counts = mark[1]
+
+
+def finish(tx: Tx, lock_key: int, channel: str) -> None:
+    """Publish the transaction's counters and events (ids in commit order) and notify listeners."""
+    if not tx.events and not tx.counts:
+        return
+    tx.q("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+    if tx.counts:
+        names = sorted(tx.counts)
+        tx.q("INSERT INTO counters(name, value) SELECT * FROM unnest(%s::text[], %s::bigint[])"
+             " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+             (names, [tx.counts[n] for n in names]))
+    if tx.events:
+        tx.q("INSERT INTO events(kind, data, at) SELECT k, d, a FROM unnest(%s::text[], %s::bytea[], %s::float8[])"
+             " WITH ORDINALITY AS u(k, d, a, o) ORDER BY o",
+             ([e[0] for e in tx.events], [e[1] for e in tx.events], [e[2] for e in tx.events]))
+    tx.q("SELECT pg_notify(%s, '')", (channel,))
+
+
+def translate(e: BaseException) -> BaseException:
+    """Database errors a caller can cause become the matching SteplakeError; the rest stay StoreError."""
+    if isinstance(e, SteplakeError) or not isinstance(e, psycopg.Error):
+        return e
+    if isinstance(e, pgerr.UniqueViolation):
+        return ConflictError(f"conflicts with a stored record: {e.diag.message_detail or e}", code="conflict")
+    if isinstance(e, psycopg.DataError):
+        return ValidationError(f"value not storable: {e}", code="invalid_value")
+    return StoreError(f"database error: {e}")
+
+
+def run_tx(pool: Any, fn: Callable[[Tx], Any], lock_key: int, channel: str) -> Any:
+    """Run ``fn`` in its own transaction, retrying on deadlock / serialization failure."""
+    for attempt in range(RETRIES):
+        try:
+            with pool.connection() as conn, conn.transaction():
+                tx = Tx(conn)
+                res = fn(tx)
+                finish(tx, lock_key, channel)
+            return res
+        except TRANSIENT:
+            if attempt == RETRIES - 1:
+                raise StoreError("transaction kept conflicting with concurrent writers; try again") from None
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        except psycopg.Error as e:
+            raise translate(e) from e
+    raise AssertionError("unreachable")
+
+
+Job = tuple[Callable[[Tx], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None]
+_STOP = object()
+
+
+class _Retry(Exception):
+    pass
+
+
+class GroupCommitter:
+    """One thread that commits queued writes in groups: every job queued when it wakes (plus those arriving
+    within ``window_ms``) runs in one transaction, each in a savepoint; results are delivered after commit."""
+
+    def __init__(self, pool: Any, lock_key: int, channel: str, *, window_ms: float = 0.0, max_group: int = 1024,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self._pool = pool
+        self._lock_key = lock_key
+        self._channel = channel
+        self._window = window_ms / 1000.0
+        self._max_group = max_group
+        self._on_commit = on_commit
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="steplake-pg-committer", daemon=True)
+        self._closed = False
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, fn: Callable[[Tx], Any]) -> Any:
+        if self._closed:
+            raise StoreError("store is closed")
+        fut: Future[Any] = Future()
+        self._q.put((fn, fut, None))
+        return fut.result()
+
+    def submit_nowait(self, fn: Callable[[Tx], Any], callback: Callable[[BaseException | None], None] | None) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        self._q.put((fn, None, callback))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._q.put(_STOP)
+            self._thread.join(timeout=30)
+
+    def _take(self, first: Any) -> tuple[list[Job], bool]:
+        jobs: list[Job] = [first]
+        deadline = time.monotonic() + self._window
+        while len(jobs) < self._max_group:
+            try:
+                item = self._q.get_nowait() if self._window <= 0 else self._q.get(
+                    timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return jobs, True
+            jobs.append(item)
+        return jobs, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._q.get()
+            if first is _STOP:
+                break
+            jobs, stop = self._take(first)
+            self._deliver(jobs, self._run_group(jobs))
+
+    def _run_group(self, jobs: list[Job]) -> list[tuple[Any, BaseException | None]]:
+        if len(jobs) == 1:
+            return [self._run_alone(jobs[0][0])]
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                tx = Tx(conn)
+                for fn, _, _ in jobs:
+                    mark = tx.mark()
+                    try:
+                        with conn.transaction():
+                            results.append((fn(tx), None))
+                    except TRANSIENT:
+                        raise _Retry() from None
+                    except Exception as e:  # this job's own error: its savepoint is rolled back
+                        tx.reset(mark)
+                        results.append((None, translate(e)))
+                finish(tx, self._lock_key, self._channel)
+            self.commits += 1
+            return results
+        except (_Retry, *TRANSIENT):  # a deadlock with another server: redo each job in its own transaction
+            return [self._run_alone(fn) for fn, _, _ in jobs]
+        except Exception as e:
+            log.exception("group commit failed")
+            err = translate(e)
+            return [(None, err) for _ in jobs]
+
+    def _run_alone(self, fn: Callable[[Tx], Any]) -> tuple[Any, BaseException | None]:
+        try:
+            res = run_tx(self._pool, fn, self._lock_key, self._channel)
+            self.commits += 1
+            return res, None
+        except Exception as e:
+            return None, translate(e)
+
+    def _deliver(self, jobs: list[Job], results: list[tuple[Any, BaseException | None]]) -> None:
+        if self._on_commit:
+            try:
+                self._on_commit()
+            except Exception:
+                log.exception("on_commit hook failed")
+        for (_, fut, cb), (res, err) in zip(jobs, results, strict=True):
+            if fut is not None:
+                if err is None:
+                    fut.set_result(res)
+                else:
+                    fut.set_exception(err)
+            if cb is not None:
+                try:
+                    cb(err)
+                except Exception:
+                    log.exception("capture callback failed")
+
+
+__all__ = ["Tx", "finish", "run_tx", "translate", "GroupCommitter", "TRANSIENT"]
