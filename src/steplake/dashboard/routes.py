@@ -1,0 +1,184 @@
+"""Routes of the dashboard: the page, its static files and its helper endpoints.
+
+The page and the static files carry a strict Content-Security-Policy (no inline script or style, nothing
+from another origin). With API keys configured, ``/`` answers 401 (the same shell, which then shows the
+sign-in form) unless the request carries a valid session cookie; the static files hold no data and are
+open. The helpers under ``/api/v1/dashboard`` go through the API's key and scope checks like every
+``/api/v1`` route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from ..errors import NotFoundError, SteplakeError, ValidationError
+from ..records import CurationIn
+from ..store.base import Json
+from .queries import overview
+from .tokens import decoder_of
+
+STATIC = Path(__file__).parent / "static"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'")
+SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff",
+                    "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
+MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+         ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+OVERVIEW_TTL = 1.0
+MAX_TOKENS = 50_000
+MAX_MATCHING = 100_000
+
+router = APIRouter(include_in_schema=True, tags=["dashboard"])
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    from ..api.responses import ok
+
+    return ok(content, status)
+
+
+async def _signed_in(request: Request) -> bool:
+    auth = getattr(request.app.state, "auth", None)
+    if auth is None or not await auth.keys_required():
+        return True
+    try:
+        principal = await auth.identify({k.lower(): v for k, v in request.headers.items()})
+    except SteplakeError:
+        return False
+    return principal is not None and principal.scope == "admin"
+
+
+@router.get("/", include_in_schema=False)
+async def page(request: Request) -> Response:
+    """The single-page app; 401 (with the sign-in shell) when keys are configured and no session is sent."""
+    status = 200 if await _signed_in(request) else 401
+    if status == 200:
+        decoder_of(request.app.state).warm()
+    headers = {**SECURITY_HEADERS, "cache-control": "no-store"}
+    return FileResponse(STATIC / "index.html", status_code=status, headers=headers, media_type=MEDIA[".html"])
+
+
+@router.get("/static/{path:path}", include_in_schema=False)
+async def static(path: str) -> Response:
+    target = (STATIC / path).resolve()
+    if not target.is_relative_to(STATIC.resolve()) or not target.is_file() or target.suffix not in MEDIA:
+        raise NotFoundError(f"no static file {path[:200]!r}", code="not_found")
+    headers = {**SECURITY_HEADERS, "cache-control": "no-cache"}
+    return FileResponse(target, headers=headers, media_type=MEDIA[target.suffix])
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    return FileResponse(STATIC / "favicon.svg", media_type=MEDIA[".svg"], headers={"cache-control": "max-age=86400"})
+
+
+@router.get("/api/v1/dashboard/overview", summary="Dashboard overview: counters, steps over time, rewards, funnel")
+async def get_overview(
+    request: Request,
+    window: Annotated[float, Query(ge=60, le=7 * 86400, description="Seconds of history in the series.")] = 1800,
+    bucket: Annotated[float, Query(ge=1, le=86400, description="Seconds per point of the series.")] = 30,
+) -> Response:
+    if window / bucket > 2000:
+        raise ValidationError("window / bucket must be at most 2000 points", code="too_many_points")
+    state = request.app.state
+    key = (window, bucket)
+    cache: dict[tuple[float, float], tuple[float, Json]] = state.__dict__.setdefault("_dashboard_cache", {})
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit is None or hit[0] < now:
+        pool = state.pool
+        stats, agg = await asyncio.gather(pool.stats(), asyncio.to_thread(
+            overview, pool.store, pool.policy_version, window, bucket))
+        gateway = getattr(state, "gateway", None)
+        stats["gateway"] = gateway.stats() if gateway is not None else None
+        hit = (now + OVERVIEW_TTL, {**agg, "stats": stats})
+        cache.clear()
+        cache[key] = hit
+    return _json(hit[1])
+
+
+@router.get("/api/v1/dashboard/tokens", summary="A step's tokens decoded one by one (token view)")
+async def get_tokens(request: Request, step_id: Annotated[str, Query(min_length=1, max_length=128)]) -> Response:
+    step = await request.app.state.pool.get_step(step_id)
+    prompt: list[int] = list(step.get("prompt_ids") or [])[:MAX_TOKENS]
+    response: list[int] = list(step.get("response_ids") or [])[:MAX_TOKENS]
+    dec = decoder_of(request.app.state)
+    texts = await dec.decode_async(prompt + response)
+    return _json({
+        "step_id": step_id, "tokenizer": dec.name, "tokenizer_error": dec.error,
+        "prompt": texts[:len(prompt)], "response": texts[len(prompt):],
+        "truncated": len(step.get("prompt_ids") or []) > MAX_TOKENS or len(step.get("response_ids") or []) > MAX_TOKENS,
+    })
+
+
+class MatchingCurationIn(BaseModel):
+    """Curate every trajectory matching a list filter (the query parameters of ``GET /trajectories``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    filters: dict[str, Any] = Field(default_factory=dict)
+    quality: str | None = None
+    trainable: bool | None = None
+    tags_add: list[str] | None = None
+    tags_remove: list[str] | None = None
+    note: str | None = None
+    reviewer: str | None = None
+
+
+FILTER_KEYS = {"channel", "group_id", "status", "quality", "trainable", "agent", "min_reward", "max_reward",
+               "continuity", "policy_version", "since", "until", "q"}
+
+
+def normalize_filters(raw: dict[str, Any]) -> Json:
+    """Typed filters from the list's query-string values ("true", "0.5", ...)."""
+    out: Json = {}
+    for k, v in raw.items():
+        if v is None or v == "":
+            continue
+        try:
+            if k == "trainable":
+                out[k] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+            elif k in ("min_reward", "max_reward", "since", "until"):
+                out[k] = float(v)
+            elif k == "policy_version":
+                out[k] = int(v)
+            else:
+                out[k] = str(v)[:1000]
+        except (TypeError, ValueError):
+            raise ValidationError(f"invalid value for filter {k!r}", code="invalid_filter") from None
+    return out
+
+
+@router.post("/api/v1/dashboard/curate", summary="Curate every trajectory matching a list filter")
+async def curate_matching(request: Request) -> Response:
+    from ..api.responses import read_model, validation_error
+
+    body = await read_model(request, MatchingCurationIn)
+    unknown = set(body.filters) - FILTER_KEYS
+    if unknown:
+        raise ValidationError(f"unknown filter(s): {', '.join(sorted(unknown))[:300]}", code="unknown_filter")
+    filters = normalize_filters(body.filters)
+    pool = request.app.state.pool
+    ids: list[str] = await asyncio.to_thread(pool.store.trajectory_ids_matching, filters, MAX_MATCHING + 1)
+    if len(ids) > MAX_MATCHING:
+        raise ValidationError(f"more than {MAX_MATCHING} trajectories match; narrow the filter", code="too_many")
+    if not ids:
+        return _json({"matched": 0, "updated": 0})
+    try:
+        change = CurationIn.model_validate({"trajectory_ids": ids, **body.model_dump(exclude={"filters"},
+                                                                                      exclude_none=True)})
+    except pydantic.ValidationError as e:
+        raise validation_error(e.errors()) from None
+    updated = await pool.curate(change)
+    return _json({"matched": len(ids), "updated": updated})
+
+
+__all__ = ["router", "CSP"]
