@@ -10,8 +10,9 @@ as ``system``, Anthropic blocks are first converted to chat form.
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import re
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +28,21 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 MAX_LOOKUPS = 4  # assistant-ending prefixes tried per request, longest first
 
 
+_rng = random.Random()  # ids, not secrets; seeded from os.urandom, reseeded in forked children
+os.register_at_fork(after_in_child=_rng.seed)
+
+
+def new_hex() -> str:
+    """128 random bits as 32 hex chars (cheaper than uuid4, which makes a syscall per id)."""
+    return f"{_rng.getrandbits(128):032x}"
+
+
 def new_trajectory_id() -> str:
-    return "tr_" + uuid.uuid4().hex
+    return "tr_" + new_hex()
 
 
 def new_group_id() -> str:
-    return "gr_" + uuid.uuid4().hex
+    return "gr_" + new_hex()
 
 
 def _text(content: Any) -> str:

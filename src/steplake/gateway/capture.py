@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ from ..pool.pool import Pool
 from ..records import Step
 from ..upstreams.base import Upstream
 from ..upstreams.tokenizer import FallbackTokenizer
-from .attribution import Attribution, ExchangeIndex, exchange_hash, new_group_id
+from .attribution import Attribution, ExchangeIndex, exchange_hash, new_group_id, new_hex
 from .tokens import AnswerAcc, ChoiceAcc
 
 log = logging.getLogger("steplake.gateway.capture")
@@ -150,7 +149,7 @@ class Capturer:
         token_source = ("upstream" if all(v == "upstream" for v in sources.values())
                         else "tokenizer" if all(sources.values()) else "text")
         return Step(
-            step_id="st_" + uuid.uuid4().hex, trajectory_id=ctx.trajectory_ids[i], group_id=ctx.group_id,
+            step_id="st_" + new_hex(), trajectory_id=ctx.trajectory_ids[i], group_id=ctx.group_id,
             channel=ctx.att.channel, prompt_ids=prompt or [], response_ids=resp or [],
             response_logprobs=logprobs if resp else None, token_source=token_source, messages=ctx.messages,
             tools=ctx.tools, response=ch.response(), finish_reason=ch.finish_reason, model=ans.model,
