@@ -44,7 +44,7 @@ def _gateway_class() -> Any:
 def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
     """Hook for the dashboard package: ``steplake.dashboard.mount_dashboard(app, settings)``."""
     try:
-        from .dashboard import mount_dashboard  # type: ignore[attr-defined]
+        from .dashboard import mount_dashboard
     except ImportError:
         return
     mount_dashboard(app, settings)

@@ -199,15 +199,20 @@ def serve(**opts: Any) -> None:
 
 
 @cli.command()
+@click.option("--tasks", type=click.IntRange(1, 100), default=4, show_default=True, help="Tasks (groups).")
+@click.option("--rollouts", type=click.IntRange(1, 64), default=4, show_default=True, help="Rollouts per task.")
+@click.option("--max-tokens", type=click.IntRange(1, 4096), default=48, show_default=True,
+              help="max_tokens per model call.")
+@click.option("--keep-serving", is_flag=True, help="Leave the server (and dashboard) running afterwards.")
 @settings_options
-def demo(**opts: Any) -> None:
+def demo(tasks: int, rollouts: int, max_tokens: int, keep_serving: bool, **opts: Any) -> None:
     """Run the end-to-end demo (agents, rewards, a GRPO batch) against the embedded model."""
     settings = settings_from(opts)
     try:
-        from .demo import run_demo  # type: ignore[attr-defined]
+        from .demo import run_demo
     except ImportError as e:
         raise ConfigError(f"the demo is not available in this build: {e}") from None
-    run_demo(settings)
+    run_demo(settings, keep_serving=keep_serving, tasks=tasks, rollouts=rollouts, max_tokens=max_tokens)
 
 
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -319,12 +324,16 @@ def keys_revoke(key_id: str, db: str | None) -> None:
     click.echo(f"revoked {key_id}")
 
 
-try:
-    from .model.cli import model as _model_group  # type: ignore[import-not-found]
-except ImportError:
-    _model_group = None
-if _model_group is not None:
-    cli.add_command(_model_group, "model")
+def _attach_model_group() -> None:
+    """``steplake model serve``: the embedded model's own command group, when importable."""
+    try:
+        from .model.cli import model
+    except ImportError:
+        return
+    cli.add_command(model, "model")
+
+
+_attach_model_group()
 
 
 def main(argv: list[str] | None = None) -> None:

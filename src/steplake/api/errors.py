@@ -9,6 +9,7 @@ wrong methods → 405.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
@@ -34,7 +35,7 @@ def is_anthropic_path(path: str) -> bool:
 
 
 def error_response(path: str, err: SteplakeError, status: int | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = err.to_anthropic() if is_anthropic_path(path) else err.to_openai()
     return JSONResponse(body, status_code=status or err.status, headers=headers)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from ..errors import BadRequestError, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 _OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+OFFLOAD_BYTES = 256 * 1024
 
 
 def dumps(content: Any) -> bytes:
@@ -86,12 +88,19 @@ async def read_model(request: Request, model: type[M]) -> M:
 
     Bad JSON → 400; well-formed JSON breaking the model → 422 naming the field path.
     """
-    data = parse_json(await request.body())
+    raw = await request.body()
+    if len(raw) > OFFLOAD_BYTES:  # keep the event loop (gateway traffic) responsive during big ingests
+        return await asyncio.to_thread(parse_model, raw, model)
+    return parse_model(raw, model)
+
+
+def parse_model(raw: bytes, model: type[M]) -> M:
+    data = parse_json(raw)
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as e:
         raise validation_error(e.errors(include_url=False, include_context=False)) from None
 
 
-__all__ = ["JSONResponse", "ok", "dumps", "read_model", "parse_json", "describe_errors", "validation_error",
+__all__ = ["JSONResponse", "ok", "dumps", "read_model", "parse_model", "parse_json", "describe_errors", "validation_error",
            "format_loc"]
