@@ -10,7 +10,6 @@ server calls ``on_commit`` when it or another server commits, so long-polls wake
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import re
 import threading
@@ -29,17 +28,12 @@ from .codec import dumps
 from .postgres_reads import PgReads
 from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 from .postgres_select import pg_select_groups
-from .postgres_tx import GroupCommitter, Tx, run_tx
+from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, run_tx
 from .postgres_writes import PgWrites
 
 log = logging.getLogger("steplake.store")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _PENDING_DROPS: dict[tuple[str, str], None] = {}
-
-
-def lock_key(*parts: str) -> int:
-    """A stable signed 64-bit advisory-lock key."""
-    return int.from_bytes(hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest(), "little", signed=True)
 
 
 def redact(url: str) -> str:
@@ -64,9 +58,9 @@ class PostgresStore(PgReads, PgWrites):
         self.on_commit: Callable[[], None] | None = None
         self._pool: ConnectionPool[Any] | None = None
         self._committer: GroupCommitter | None = None
+        self._env: TxEnv | None = None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
-        self._events_key = lock_key("steplake-events", self.schema)
         self._policy_key = lock_key("steplake-policy", self.schema)
         self._channel = f"steplake_{self.schema}"
 
@@ -83,8 +77,8 @@ class PostgresStore(PgReads, PgWrites):
         self._pool = ConnectionPool(self.url, min_size=1, max_size=max(2, self.pool_size),
                                     kwargs=connect_kwargs(self.schema), open=True, timeout=30,
                                     name=f"steplake-{self.schema}")
-        self._committer = GroupCommitter(self._pool, self._events_key, self._channel,
-                                         window_ms=self.commit_window_ms, on_commit=self._committed)
+        self._env = TxEnv(self._pool, self.schema)
+        self._committer = GroupCommitter(self._env, window_ms=self.commit_window_ms, on_commit=self._committed)
         self._committer.start()
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="steplake-pg-listen", daemon=True)
@@ -119,7 +113,7 @@ class PostgresStore(PgReads, PgWrites):
                     conn.execute(f'LISTEN "{self._channel}"')
                     while not self._stop.is_set():
                         got = False
-                        for _ in conn.notifies(timeout=0.5, stop_after=1000):
+                        for _ in conn.notifies(timeout=0.2, stop_after=1000):
                             got = True
                             break
                         if got:
@@ -156,12 +150,22 @@ class PostgresStore(PgReads, PgWrites):
         except Exception:
             return False
 
-    def _tx(self, fn: Callable[[Tx], Any]) -> Any:
-        if self._pool is None:
+    def _tx(self, fn: Callable[[Tx], Any], keys: Sequence[str] = ()) -> Any:
+        """Run a write in its own transaction; ``keys``: trajectory / group ids it changes (locked first)."""
+        if self._env is None:
             raise StoreError("store is not open")
-        res = run_tx(self._pool, fn, self._events_key, self._channel)
+        res = run_tx(self._env, fn, keys)
         self._committed()
         return res
+
+    def _traj_keys(self, trajectory_id: str | None, step_id: str | None = None) -> list[str]:
+        """Lock keys of a trajectory and its group (neither ever changes, so reading them unlocked is safe)."""
+        if step_id is not None:
+            row = self._one("SELECT trajectory_id, group_id FROM steps WHERE step_id = %s", (step_id,))
+        else:
+            row = self._one("SELECT trajectory_id, group_id FROM trajectories WHERE trajectory_id = %s",
+                            (trajectory_id,))
+        return [] if row is None else [row[0], row[1]]
 
     def _group(self) -> GroupCommitter:
         if self._committer is None:
@@ -171,36 +175,38 @@ class PostgresStore(PgReads, PgWrites):
     # -- steps --------------------------------------------------------------------------------------
     def append_steps(self, steps: Sequence[Step]) -> AppendResult:
         steps = _with_step_ids(steps)
-        return self._group().call(lambda tx: self._w_append(tx, steps))  # type: ignore[no-any-return]
+        return self._group().call(lambda tx: self._w_append(tx, steps), _step_keys(steps))  # type: ignore[no-any-return]
 
     def submit_steps(self, steps: Sequence[Step], callback: Callable[[BaseException | None], None] | None = None
                      ) -> None:
         steps = _with_step_ids(steps)
-        self._group().submit_nowait(lambda tx: self._w_append(tx, steps), callback)
+        self._group().submit_nowait(lambda tx: self._w_append(tx, steps), callback, _step_keys(steps))
 
     # -- trajectories and groups ------------------------------------------------------------------------
     def create_trajectory(self, trajectory_id: str, group_id: str | None, group_size: int | None,
                           channel: str | None, metadata: Json) -> Json:
-        self._tx(lambda tx: self._w_create_trajectory(tx, trajectory_id, group_id, group_size, channel, metadata))
+        self._tx(lambda tx: self._w_create_trajectory(tx, trajectory_id, group_id, group_size, channel, metadata),
+                 [trajectory_id, group_id or trajectory_id, *self._traj_keys(trajectory_id)])
         t = self.get_trajectory(trajectory_id, with_steps=False)
         assert t is not None
         return t
 
     def create_group(self, group_id: str, n: int, channel: str | None, metadata: Json,
                      trajectory_ids: Sequence[str]) -> Json:
-        self._tx(lambda tx: self._w_create_group(tx, group_id, n, channel, metadata, trajectory_ids))
+        self._tx(lambda tx: self._w_create_group(tx, group_id, n, channel, metadata, trajectory_ids),
+                 [group_id, *trajectory_ids])
         g = self.get_group(group_id)
         assert g is not None
         return g
 
     def complete_trajectory(self, trajectory_id: str, reward: float | None, metadata: Json | None = None) -> Json:
-        self._tx(lambda tx: self._w_complete(tx, trajectory_id, reward, metadata))
+        self._tx(lambda tx: self._w_complete(tx, trajectory_id, reward, metadata), self._traj_keys(trajectory_id))
         t = self.get_trajectory(trajectory_id, with_steps=False)
         assert t is not None
         return t
 
     def delete_trajectory(self, trajectory_id: str) -> bool:
-        return bool(self._tx(lambda tx: self._w_delete(tx, trajectory_id)))
+        return bool(self._tx(lambda tx: self._w_delete(tx, trajectory_id), self._traj_keys(trajectory_id)))
 
     def sweep_idle(self, idle_timeout: float, now: float | None = None) -> int:
         t = time.time() if now is None else now
@@ -211,16 +217,19 @@ class PostgresStore(PgReads, PgWrites):
 
     # -- rewards, curation, feedback ----------------------------------------------------------------------
     def add_reward(self, reward: RewardIn) -> Json:
-        return self._tx(lambda tx: self._w_add_reward(tx, reward))  # type: ignore[no-any-return]
+        keys = self._traj_keys(reward.trajectory_id, reward.step_id)
+        return self._tx(lambda tx: self._w_add_reward(tx, reward), keys)  # type: ignore[no-any-return]
 
     def curate(self, change: CurationIn) -> int:
         tids = list(change.trajectory_ids or [])
         if change.filter is not None:
             tids += self.trajectory_ids_matching(change.filter.model_dump(exclude_none=True))
-        return int(self._tx(lambda tx: self._w_curate(tx, change, list(dict.fromkeys(tids)))))
+        tids = list(dict.fromkeys(tids))
+        return int(self._tx(lambda tx: self._w_curate(tx, change, tids), tids))
 
     def add_feedback(self, feedback: FeedbackIn) -> Json:
-        return self._tx(lambda tx: self._w_feedback(tx, feedback))  # type: ignore[no-any-return]
+        keys = self._traj_keys(feedback.trajectory_id, feedback.step_id)
+        return self._tx(lambda tx: self._w_feedback(tx, feedback), keys)  # type: ignore[no-any-return]
 
     # -- batches and policy ------------------------------------------------------------------------------------
     def select_batch(self, request: BatchIn) -> BatchSelection:
@@ -279,6 +288,11 @@ class PostgresStore(PgReads, PgWrites):
     def revoke_key(self, key_id: str) -> bool:
         return bool(self._tx(lambda tx: tx.one("UPDATE keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL"
                                                " RETURNING 1", (time.time(), key_id))))
+
+
+def _step_keys(steps: Sequence[Step]) -> list[str]:
+    """Lock keys of an append: its trajectories and the groups it may create or count into."""
+    return list({k for s in steps for k in (s.trajectory_id, s.group_id or s.trajectory_id)})
 
 
 def _with_step_ids(steps: Sequence[Step]) -> list[Step]:

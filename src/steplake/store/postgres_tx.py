@@ -11,12 +11,13 @@ the database wake their long-polls (delivered at commit).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -33,11 +34,27 @@ TRANSIENT = (pgerr.DeadlockDetected, pgerr.SerializationFailure, pgerr.LockNotAv
 RETRIES = 6
 
 
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit advisory-lock key."""
+    return int.from_bytes(hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest(), "little", signed=True)
+
+
+class TxEnv:
+    """What every write transaction of one store needs: the pool, the events lock, the NOTIFY channel."""
+
+    def __init__(self, pool: Any, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.events_key = lock_key("steplake-events", schema)
+        self.channel = f"steplake_{schema}"
+
+
 class Tx:
     """One open write transaction: the connection plus the events and counter deltas it will publish."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], env: TxEnv) -> None:
         self.conn = conn
+        self.env = env
         self.events: list[tuple[str, bytes, float]] = []
         self.counts: dict[str, int] = {}
 
@@ -49,6 +66,14 @@ class Tx:
 
     def all(self, sql: str, args: Any = ()) -> list[Any]:
         return self.conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+
+    def lock(self, ids: Iterable[str]) -> None:
+        """Take the advisory locks of these trajectories / groups, in one global order (no deadlocks between
+        writers that lock this way first; locks already held are taken again at once)."""
+        keys = sorted({lock_key("steplake-t", self.env.schema, i) for i in ids})
+        if keys:
+            self.q("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) s",
+                   (keys,))
 
     def event(self, kind: str, data: Json, now: float) -> None:
         self.events.append((kind, dumps(data), now))
@@ -66,11 +91,11 @@ class Tx:
         self.counts = mark[1]
 
 
-def finish(tx: Tx, lock_key: int, channel: str) -> None:
+def finish(tx: Tx) -> None:
     """Publish the transaction's counters and events (ids in commit order) and notify listeners."""
     if not tx.events and not tx.counts:
         return
-    tx.q("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+    tx.q("SELECT pg_advisory_xact_lock(%s)", (tx.env.events_key,))
     if tx.counts:
         names = sorted(tx.counts)
         tx.q("INSERT INTO counters(name, value) SELECT * FROM unnest(%s::text[], %s::bigint[])"
@@ -80,7 +105,7 @@ def finish(tx: Tx, lock_key: int, channel: str) -> None:
         tx.q("INSERT INTO events(kind, data, at) SELECT k, d, a FROM unnest(%s::text[], %s::bytea[], %s::float8[])"
              " WITH ORDINALITY AS u(k, d, a, o) ORDER BY o",
              ([e[0] for e in tx.events], [e[1] for e in tx.events], [e[2] for e in tx.events]))
-    tx.q("SELECT pg_notify(%s, '')", (channel,))
+    tx.q("SELECT pg_notify(%s, '')", (tx.env.channel,))
 
 
 def translate(e: BaseException) -> BaseException:
@@ -94,14 +119,16 @@ def translate(e: BaseException) -> BaseException:
     return StoreError(f"database error: {e}")
 
 
-def run_tx(pool: Any, fn: Callable[[Tx], Any], lock_key: int, channel: str) -> Any:
-    """Run ``fn`` in its own transaction, retrying on deadlock / serialization failure."""
+def run_tx(env: TxEnv, fn: Callable[[Tx], Any], keys: Iterable[str] = ()) -> Any:
+    """Run ``fn`` in its own transaction (after locking ``keys``), retrying on deadlock / serialization failure."""
+    keys = list(keys)
     for attempt in range(RETRIES):
         try:
-            with pool.connection() as conn, conn.transaction():
-                tx = Tx(conn)
+            with env.pool.connection() as conn, conn.transaction():
+                tx = Tx(conn, env)
+                tx.lock(keys)
                 res = fn(tx)
-                finish(tx, lock_key, channel)
+                finish(tx)
             return res
         except TRANSIENT:
             if attempt == RETRIES - 1:
@@ -112,7 +139,7 @@ def run_tx(pool: Any, fn: Callable[[Tx], Any], lock_key: int, channel: str) -> A
     raise AssertionError("unreachable")
 
 
-Job = tuple[Callable[[Tx], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None]
+Job = tuple[Callable[[Tx], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None, list[str]]
 _STOP = object()
 
 
@@ -124,11 +151,9 @@ class GroupCommitter:
     """One thread that commits queued writes in groups: every job queued when it wakes (plus those arriving
     within ``window_ms``) runs in one transaction, each in a savepoint; results are delivered after commit."""
 
-    def __init__(self, pool: Any, lock_key: int, channel: str, *, window_ms: float = 0.0, max_group: int = 1024,
+    def __init__(self, env: TxEnv, *, window_ms: float = 0.0, max_group: int = 1024,
                  on_commit: Callable[[], None] | None = None) -> None:
-        self._pool = pool
-        self._lock_key = lock_key
-        self._channel = channel
+        self._env = env
         self._window = window_ms / 1000.0
         self._max_group = max_group
         self._on_commit = on_commit
@@ -140,17 +165,19 @@ class GroupCommitter:
     def start(self) -> None:
         self._thread.start()
 
-    def call(self, fn: Callable[[Tx], Any]) -> Any:
+    def call(self, fn: Callable[[Tx], Any], keys: list[str]) -> Any:
+        """Run ``fn`` in the next group; ``keys``: the trajectories and groups it writes (locked first)."""
         if self._closed:
             raise StoreError("store is closed")
         fut: Future[Any] = Future()
-        self._q.put((fn, fut, None))
+        self._q.put((fn, fut, None, keys))
         return fut.result()
 
-    def submit_nowait(self, fn: Callable[[Tx], Any], callback: Callable[[BaseException | None], None] | None) -> None:
+    def submit_nowait(self, fn: Callable[[Tx], Any], callback: Callable[[BaseException | None], None] | None,
+                      keys: list[str]) -> None:
         if self._closed:
             raise StoreError("store is closed")
-        self._q.put((fn, None, callback))
+        self._q.put((fn, None, callback, keys))
 
     def close(self) -> None:
         if not self._closed:
@@ -183,12 +210,13 @@ class GroupCommitter:
 
     def _run_group(self, jobs: list[Job]) -> list[tuple[Any, BaseException | None]]:
         if len(jobs) == 1:
-            return [self._run_alone(jobs[0][0])]
+            return [self._run_alone(jobs[0][0], jobs[0][3])]
         results: list[tuple[Any, BaseException | None]] = []
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                tx = Tx(conn)
-                for fn, _, _ in jobs:
+            with self._env.pool.connection() as conn, conn.transaction():
+                tx = Tx(conn, self._env)
+                tx.lock(k for job in jobs for k in job[3])
+                for fn, _, _, _ in jobs:
                     mark = tx.mark()
                     try:
                         with conn.transaction():
@@ -198,19 +226,19 @@ class GroupCommitter:
                     except Exception as e:  # this job's own error: its savepoint is rolled back
                         tx.reset(mark)
                         results.append((None, translate(e)))
-                finish(tx, self._lock_key, self._channel)
+                finish(tx)
             self.commits += 1
             return results
         except (_Retry, *TRANSIENT):  # a deadlock with another server: redo each job in its own transaction
-            return [self._run_alone(fn) for fn, _, _ in jobs]
+            return [self._run_alone(fn, keys) for fn, _, _, keys in jobs]
         except Exception as e:
             log.exception("group commit failed")
             err = translate(e)
             return [(None, err) for _ in jobs]
 
-    def _run_alone(self, fn: Callable[[Tx], Any]) -> tuple[Any, BaseException | None]:
+    def _run_alone(self, fn: Callable[[Tx], Any], keys: list[str]) -> tuple[Any, BaseException | None]:
         try:
-            res = run_tx(self._pool, fn, self._lock_key, self._channel)
+            res = run_tx(self._env, fn, keys)
             self.commits += 1
             return res, None
         except Exception as e:
@@ -222,7 +250,7 @@ class GroupCommitter:
                 self._on_commit()
             except Exception:
                 log.exception("on_commit hook failed")
-        for (_, fut, cb), (res, err) in zip(jobs, results, strict=True):
+        for (_, fut, cb, _), (res, err) in zip(jobs, results, strict=True):
             if fut is not None:
                 if err is None:
                     fut.set_result(res)
@@ -235,4 +263,4 @@ class GroupCommitter:
                     log.exception("capture callback failed")
 
 
-__all__ = ["Tx", "finish", "run_tx", "translate", "GroupCommitter", "TRANSIENT"]
+__all__ = ["Tx", "TxEnv", "lock_key", "finish", "run_tx", "translate", "GroupCommitter", "TRANSIENT"]

@@ -19,7 +19,7 @@ from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, Json
 from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
-from .postgres_tx import Tx
+from .postgres_tx import Tx, lock_key
 from .sqlite_writes import hash_secret, step_content_hash
 
 STEP_INSERT_COLS = ("step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity, parent_step_id,"
@@ -266,10 +266,14 @@ class PgWrites:
         rows = tx.all("SELECT trajectory_id, group_id, last_finish_reason, last_tool_calls FROM trajectories"
                       " WHERE status = 'open' AND updated_at < %s ORDER BY trajectory_id LIMIT 5000"
                       " FOR UPDATE SKIP LOCKED", (now - idle_timeout,))
+        n = 0
         for tid, gid, finish, tools in rows:
+            if not (_try_lock(tx, tid) and _try_lock(tx, gid)):
+                continue  # an append holds it: it is not idle; the next sweep looks again
             new = "complete" if finish == "stop" and not tools else "abandoned"
             self._set_status(tx, tid, "open", new, now, gid)
-        return len(rows)
+            n += 1
+        return n
 
     def _w_delete(self, tx: Tx, tid: str) -> bool:
         row = tx.one("SELECT status, group_id FROM trajectories WHERE trajectory_id = %s FOR UPDATE", (tid,))
@@ -392,6 +396,10 @@ class PgWrites:
         tx.q("INSERT INTO keys(key_id, secret_hash, scope, name, created_at) VALUES (%s,%s,%s,%s,%s)",
              (key_id, hash_secret(secret), scope, name, now))
         return key_id, secret, now
+
+
+def _try_lock(tx: Tx, key: str) -> bool:
+    return bool(tx.one("SELECT pg_try_advisory_xact_lock(%s)", (lock_key("steplake-t", tx.env.schema, key),))[0])
 
 
 class _AppendCtx:
