@@ -49,6 +49,7 @@ import array
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
@@ -274,9 +275,22 @@ class _JsonlWriter:
         self._f.close()
 
 
+_DICTIONARY_COLUMNS = [
+    n for n in COLUMN_NAMES if n in ("channel", "group_id", "trajectory_id", "token_source", "finish_reason",
+                                     "model", "continuity", "quality", "policy_version", "step_index")
+]  # fmt: skip
+_STATS_COLUMNS = [n for n, t, kind in COLUMNS if kind in ("str", "int", "float", "bool")]
+
+
 class _ParquetWriter:
     def __init__(self, path: Path) -> None:
-        self._w = pq.ParquetWriter(str(path), EXPORT_SCHEMA, compression="zstd")
+        self._w = pq.ParquetWriter(
+            str(path),
+            EXPORT_SCHEMA,
+            compression="zstd",
+            use_dictionary=_DICTIONARY_COLUMNS,  # not the id/logprob lists: dictionary encoding is wasted there
+            write_statistics=_STATS_COLUMNS,
+        )
 
     def write(self, rows: list[Mapping[str, Any]], batch: pa.RecordBatch) -> None:
         self._w.write_batch(batch)
@@ -342,6 +356,30 @@ def _chunks(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mappi
         yield chunk
 
 
+def _write_all(
+    writer: _Writer, rows: Iterable[Mapping[str, Any]], builder: ManifestBuilder, size: int
+) -> None:
+    """Encode chunk k+1 while a worker thread writes chunk k (Parquet encoding and zstd release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="steplake-export") as pool:
+        pending: Future[None] | None = None
+        try:
+            for chunk in _chunks(rows, size):
+                batch = record_batch(chunk)
+                builder.add_batch(batch, batch_digests(batch))
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write, chunk, batch)
+            if pending is not None:
+                pending.result()
+            if builder.steps == 0:
+                writer.write([], record_batch([]))
+        finally:
+            if pending is not None:
+                pending.cancel()
+                wait([pending])
+            writer.close()
+
+
 def write_export(
     rows: Iterable[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -365,15 +403,7 @@ def write_export(
     _remove(tmp)
     builder = ManifestBuilder()
     try:
-        writer = _open_writer(format, tmp)
-        for chunk in _chunks(rows, max(1, chunk_rows)):
-            batch = record_batch(chunk)
-            for r, digest in zip(chunk, batch_digests(batch), strict=True):
-                builder.add(r, digest)
-            writer.write(chunk, batch)
-        if builder.counts.steps == 0:
-            writer.write([], record_batch([]))
-        writer.close()
+        _write_all(_open_writer(format, tmp), rows, builder, max(1, chunk_rows))
         _remove(target)
         os.replace(tmp, target)
     except BaseException:

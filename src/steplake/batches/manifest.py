@@ -8,10 +8,11 @@ re-read and re-exported later.
 Hashes (all sha256, hex):
 
 - row digest (:func:`batch_digests`): computed from the row as encoded in the export's Arrow schema, so
-  it does not depend on the file format or on row-group layout: sha256 of the orjson array of every
-  column that is not a list of numbers, in schema order (JSON columns as their sorted-key JSON text),
-  followed, for each ``list<int>``/``list<float>`` column in schema order, by its length as 8 bytes
-  little-endian (-1 for null) and its raw little-endian values.
+  it does not depend on the file format or on row-group layout. sha256 over, in this order: every string
+  column (plain and JSON text) in schema order as ``<byte length>:<utf-8 bytes>`` (``-1:`` for null);
+  the orjson array of the other scalar columns and ``tags`` in schema order; then for each
+  ``list<int>``/``list<float>`` column in schema order its length as 8 bytes little-endian (-1 for null)
+  followed by its raw little-endian values (int32 ids, float64 logprobs).
 - ``content_hash``: sha256 over the ``step_id\t<row digest>\n`` lines sorted by (step id, digest), so it
   does not depend on row order either.
 - ``step_ids_hash``: sha256 over the sorted distinct ``step_id\n`` lines.
@@ -29,9 +30,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 MANIFEST_VERSION = 1
@@ -48,6 +49,7 @@ def steplake_version() -> str:
 
 
 _NULL_LEN = struct.pack("<q", -1)
+_PACK_LEN = struct.Struct("<q").pack
 
 
 def _numeric_list(t: pa.DataType) -> bool:
@@ -56,29 +58,47 @@ def _numeric_list(t: pa.DataType) -> bool:
     )
 
 
-def _list_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    offsets = arr.offsets.to_numpy()
+def _framed_strings(columns: list[pa.Array], n: int) -> list[bytes]:
+    """Per row, every string column as ``<byte length>:<bytes>`` (``-1:`` for null), concatenated —
+    built column-wise by Arrow compute, so long JSON texts cost no Python-level work."""
+    if not columns:
+        return [b""] * n
+    frames = []
+    for col in columns:
+        length = pc.fill_null(pc.cast(pc.binary_length(col), pa.string()), "-1")
+        frames.append(pc.binary_join_element_wise(length, pc.fill_null(col, ""), ":"))
+    joined = pc.binary_join_element_wise(*frames, "")
+    return joined.cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
+
+
+def _list_parts(arr: pa.Array) -> tuple[list[int], memoryview, int, list[bool] | None]:
+    offsets = arr.offsets.to_pylist()
     values = arr.values.to_numpy(zero_copy_only=False)
-    dtype = values.dtype.newbyteorder("<")
-    valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
-    return offsets, values.astype(dtype, copy=False), valid
+    values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    valid = arr.is_valid().to_pylist() if arr.null_count else None
+    return offsets, memoryview(values.tobytes()), values.itemsize, valid
 
 
 def batch_digests(batch: pa.RecordBatch) -> list[str]:
     """One digest per row of ``batch`` (see the module docstring for the exact definition)."""
-    numeric = [i for i, f in enumerate(batch.schema) if _numeric_list(f.type)]
-    scalars = [batch.column(i).to_pylist() for i in range(batch.num_columns) if i not in numeric]
-    lists = [_list_parts(batch.column(i)) for i in numeric]
+    kinds = [
+        "list" if _numeric_list(f.type) else "str" if pa.types.is_string(f.type) else "other"
+        for f in batch.schema
+    ]
+    strings = _framed_strings([batch.column(i) for i, k in enumerate(kinds) if k == "str"], batch.num_rows)
+    others = [batch.column(i).to_pylist() for i, k in enumerate(kinds) if k == "other"]
+    lists = [_list_parts(batch.column(i)) for i, k in enumerate(kinds) if k == "list"]
     out = []
     for r in range(batch.num_rows):
-        h = hashlib.sha256(orjson.dumps([col[r] for col in scalars]))
-        for offsets, values, valid in lists:
+        h = hashlib.sha256(strings[r])
+        h.update(orjson.dumps([col[r] for col in others]))
+        for offsets, values, size, valid in lists:
             if valid is not None and not valid[r]:
                 h.update(_NULL_LEN)
                 continue
-            start, end = int(offsets[r]), int(offsets[r + 1])
-            h.update(struct.pack("<q", end - start))
-            h.update(values[start:end].tobytes())
+            start, end = offsets[r], offsets[r + 1]
+            h.update(_PACK_LEN(end - start))
+            h.update(values[start * size : end * size])
         out.append(h.hexdigest())
     return out
 
@@ -139,12 +159,17 @@ class Manifest(BaseModel):
     row_digests: list[str] = Field(default_factory=list, exclude=True)
 
 
-def _len(v: Any) -> int:
-    return 0 if v is None else len(v)
+def _tokens(lists: pa.Array) -> int:
+    total = pc.sum(pc.list_value_length(lists)).as_py()
+    return int(total or 0)
 
 
 class ManifestBuilder:
-    """Accumulates what a manifest needs while rows stream by (ids and digests only, not the rows)."""
+    """Accumulates what a manifest needs while record batches stream by (ids and digests, not rows).
+
+    Expects batches in the export schema (``step_id``, ``trajectory_id``, ``group_id``, ``prompt_ids``,
+    ``response_ids``, ``policy_version``, ``reward_components`` as JSON text, ``quality``, ``trainable``,
+    ``tags``)."""
 
     def __init__(self) -> None:
         self._pairs: list[tuple[str, str]] = []
@@ -153,30 +178,36 @@ class ManifestBuilder:
         self._groups: set[str] = set()
         self._policies: set[int] = set()
         self._rewards: dict[str, set[str]] = {}
-        self.counts = ExportCounts()
+        self._components_seen: set[str] = set()
+        self._counts = {"steps": 0, "prompt_tokens": 0, "response_tokens": 0}
 
-    def add(self, row: Mapping[str, Any], digest: str) -> None:
-        """Record one export row and its digest."""
-        sid = str(row["step_id"])
-        self._pairs.append((sid, digest))
-        quality, trainable = row.get("quality"), row.get("trainable")
-        curation = [
-            None if quality is None else str(quality),
-            None if trainable is None else bool(trainable),
-            sorted(str(t) for t in row.get("tags") or []),
-        ]
-        self._curation.append(f"{sid}\t{orjson.dumps(curation).decode()}")
-        self._trajectories.add(str(row.get("trajectory_id")))
-        if row.get("group_id") is not None:
-            self._groups.add(str(row["group_id"]))
-        if row.get("policy_version") is not None:
-            self._policies.add(int(row["policy_version"]))
-        self._add_rewards(row.get("reward_components"))
-        n_prompt, n_response = _len(row.get("prompt_ids")), _len(row.get("response_ids"))
-        self.counts.steps += 1
-        self.counts.prompt_tokens += n_prompt
-        self.counts.response_tokens += n_response
-        self.counts.tokens += n_prompt + n_response
+    @property
+    def steps(self) -> int:
+        return self._counts["steps"]
+
+    def add_batch(self, batch: pa.RecordBatch, digests: list[str]) -> None:
+        """Record a batch of export rows with their digests (:func:`batch_digests`)."""
+        col = batch.column
+        step_ids = col("step_id").to_pylist()
+        self._pairs.extend(zip(step_ids, digests, strict=True))
+        for sid, quality, trainable, tags in zip(
+            step_ids,
+            col("quality").to_pylist(),
+            col("trainable").to_pylist(),
+            col("tags").to_pylist(),
+            strict=True,
+        ):
+            self._curation.append(f"{sid}\t{orjson.dumps([quality, trainable, sorted(tags or [])]).decode()}")
+        self._trajectories.update(pc.unique(col("trajectory_id")).to_pylist())
+        self._groups.update(g for g in pc.unique(col("group_id")).to_pylist() if g is not None)
+        self._policies.update(v for v in pc.unique(col("policy_version")).to_pylist() if v is not None)
+        for text in pc.unique(col("reward_components")).to_pylist():
+            if text is not None and text not in self._components_seen:
+                self._components_seen.add(text)
+                self._add_rewards(orjson.loads(text))
+        self._counts["steps"] += batch.num_rows
+        self._counts["prompt_tokens"] += _tokens(col("prompt_ids"))
+        self._counts["response_tokens"] += _tokens(col("response_ids"))
 
     def _add_rewards(self, components: Any) -> None:
         if not isinstance(components, Mapping):
@@ -190,8 +221,12 @@ class ManifestBuilder:
     ) -> Manifest:
         info = dict(info or {})
         pairs = sorted(self._pairs)
-        self.counts.trajectories = len(self._trajectories)
-        self.counts.groups = len(self._groups)
+        counts = ExportCounts(
+            **self._counts,
+            tokens=self._counts["prompt_tokens"] + self._counts["response_tokens"],
+            trajectories=len(self._trajectories),
+            groups=len(self._groups),
+        )
         policies = sorted(self._policies)
         return Manifest(
             created_at=float(info.pop("created_at", time.time())),
@@ -209,7 +244,7 @@ class ManifestBuilder:
             policy_versions=PolicyVersions(
                 min=policies[0] if policies else None, max=policies[-1] if policies else None, values=policies
             ),
-            counts=self.counts.model_copy(),
+            counts=counts,
             content_hash=hash_content(pairs),
             step_ids=[sid for sid, _ in pairs],
             row_digests=[digest for _, digest in pairs],
