@@ -69,3 +69,26 @@ async def test_timeouts_and_nan_are_recorded() -> None:
     assert "timed out" in (results[0].error or "")
     assert "NaN" in (results[1].error or "")
     assert results[2].error == "rm down"
+
+
+def test_component_names_and_group_detection() -> None:
+    from steplake.rewards import RewardConfigError, needs_group
+
+    with pytest.raises(RewardConfigError, match="component names"):
+        load_reward_spec(
+            {"channels": {"train": {"functions": [{"name": "final_answer", "component": "a b"}]}}}
+        )
+    spec = load_reward_spec(
+        {
+            "channels": {
+                "train": {
+                    "functions": [
+                        {"name": "final_answer"},
+                        {"name": "llm_rank", "params": {"base_url": "http://127.0.0.1:9/v1"}},
+                    ]
+                },
+                "val": {"functions": [{"name": "final_answer"}]},
+            }
+        }
+    )
+    assert needs_group(spec.for_channel("train")) and not needs_group(spec.for_channel("val"))

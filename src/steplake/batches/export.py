@@ -153,7 +153,9 @@ def to_export_row(step: Mapping[str, Any], trajectory: Mapping[str, Any] | None 
     row["reward"] = traj.get("reward")
     row["reward_components"] = traj.get("reward_components")
     if advantage is None:
-        advantage = step.get("advantage", traj.get("advantage"))
+        advantage = step.get("advantage")
+    if advantage is None:
+        advantage = traj.get("advantage")
     row["advantage"] = advantage
     traj_cur = traj.get("curation") or {k: traj[k] for k in ("quality", "trainable", "tags") if k in traj}
     step_cur = step.get("curation") or {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from steplake.rewards.base import JSON, RewardConfigError, RewardContext, RewardFunction, RewardResult
 from steplake.rewards.registry import RewardRegistry, default_registry
+
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 
 
 class FunctionSpec(BaseModel):
@@ -57,6 +60,11 @@ class ChannelRewards(BaseModel):
     @model_validator(mode="after")
     def _unique_components(self) -> ChannelRewards:
         keys = [f.key for f in self.functions]
+        bad = [k for k in keys if not _COMPONENT_RE.fullmatch(k)]
+        if bad:
+            raise ValueError(
+                f"reward component names {bad} must be 1-64 of A-Z a-z 0-9 . _ : - (set 'component')"
+            )
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"duplicate reward components {dupes}: give each a distinct 'component'")
@@ -197,7 +205,7 @@ async def score_trajectory(
 ) -> list[ComponentResult]:
     """Run every function configured for the trajectory's channel, concurrently; never raises."""
     channel = (
-        spec.for_channel(str(ctx.trajectory.get("channel", "train")))
+        spec.for_channel(str(ctx.trajectory.get("channel") or "train"))
         if isinstance(spec, RewardSpec)
         else spec
     )
@@ -236,7 +244,7 @@ async def score_group(
     if not ctxs:
         return []
     channel = (
-        spec.for_channel(str(ctxs[0].trajectory.get("channel", "train")))
+        spec.for_channel(str(ctxs[0].trajectory.get("channel") or "train"))
         if isinstance(spec, RewardSpec)
         else spec
     )
