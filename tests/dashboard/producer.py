@@ -108,11 +108,11 @@ class Producer:
             self.math_trajectory(tid, group, len(rewards), r, fork=fork)
         return tids
 
-    def hostile(self, tid: str) -> None:
+    def hostile(self, tid: str, group: str = "hostile-g", channel: str = "train") -> None:
         """Hostile strings in metadata keys and values, messages, tool calls, tags, notes and tokens."""
         meta = {SCRIPT: IMG, "agent": JSLINK, "link": JSLINK, "nested": {IMG: [SCRIPT]}}
         call = {"id": "call_x", "type": "function", "function": {"name": SCRIPT, "arguments": '{"q": "' + IMG.replace('"', '\\"') + '"}'}}
-        self.trajectory(tid, "hostile-g", 1, meta)
+        self.trajectory(tid, group, 1, meta, channel=channel)
         self.steps([step(tid, 0, HOSTILE_IDS, HOSTILE_IDS[:12] + [EOS],
                          messages=[{"role": "system", "content": SCRIPT},
                                    {"role": "user", "content": IMG + " " + JSLINK, "name": SCRIPT},

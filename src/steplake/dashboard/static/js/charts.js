@@ -1,4 +1,4 @@
-// Small SVG charts built with createElementNS (no library, no innerHTML).
+// Small SVG charts built with createElementNS (no library, no HTML strings).
 import { h, s, fmtNum, fmtFloat } from "./dom.js";
 
 const W = 560;
