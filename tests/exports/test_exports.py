@@ -267,3 +267,26 @@ def test_rows_from_batch_answer() -> None:
     assert [r["step_id"] for r in rows] == ["s0000", "s0001", "s0002"]
     assert all(r["advantage"] == 0.7 and r["reward"] == 1.0 for r in rows)
     assert rows[0]["quality"] == "good" and rows[1]["tags"] == ["s"]
+
+
+def test_numpy_and_array_ids_take_the_fast_path_with_the_same_hash(tmp_path: Path) -> None:
+    import array
+
+    import numpy as np
+
+    rows = make_rows(9)
+    fast = [
+        dict(
+            r,
+            prompt_ids=np.asarray(r["prompt_ids"], dtype=np.int64),
+            response_ids=array.array("i", r["response_ids"]),
+        )
+        for r in rows
+    ]
+    m = write_export(fast, tmp_path / "f.parquet", "parquet")
+    assert m.content_hash == content_hash(rows)
+    assert list(read_export(tmp_path / "f.parquet")) == [normalize_row(r) for r in rows]
+    with pytest.raises(ExportError, match="int32"):
+        write_export([dict(rows[0], prompt_ids=np.array([2**40]))], tmp_path / "g.parquet", "parquet")
+    with pytest.raises(ExportError, match="integers"):
+        write_export([dict(rows[0], prompt_ids=np.array([1.5]))], tmp_path / "h.parquet", "parquet")

@@ -214,10 +214,29 @@ def normalize_row(row: Mapping[str, Any]) -> Json:
 _JSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
+_I32 = np.iinfo(np.int32)
+
+
+def _id_buffer(v: Any) -> Any:
+    """Token ids as a contiguous int32 buffer. Python lists go through ``array('i')`` (rejects
+    non-integers and out-of-range ids); numpy arrays and ``array('i')`` take a fast path (no per-id work)."""
+    if v is None:
+        return array.array("i")
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be integers, got dtype {v.dtype}")
+        if v.size and v.dtype != np.int32 and (v.min() < _I32.min or v.max() > _I32.max):
+            raise OverflowError("token id out of int32 range")
+        return np.ascontiguousarray(v, dtype=np.int32)
+    if isinstance(v, array.array) and v.typecode == "i":
+        return v
+    return array.array("i", v)
+
+
 def _id_lists(values: list[Any], typ: pa.ListType) -> pa.Array:
-    """list<int32> from Python lists, ~2x faster than ``pa.array``: each list becomes an ``array('i')``
-    (which rejects non-integers and out-of-range ids), then one contiguous buffer."""
-    parts = [array.array("i", () if v is None else v) for v in values]
+    """list<int32> from per-row ids, ~2x faster than ``pa.array`` for Python lists: each row becomes an
+    int32 buffer (:func:`_id_buffer`), then one contiguous child buffer."""
+    parts = [_id_buffer(v) for v in values]
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
     np.cumsum([len(p) for p in parts], out=offsets[1:])
     flat = pa.py_buffer(b"".join(parts))
