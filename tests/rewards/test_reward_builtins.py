@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from reward_testkit import make_ctx, make_step
 
 from steplake.rewards import RewardContext, RewardResult
 from steplake.rewards.answers import answers_match, extract_answer, to_number
@@ -14,6 +13,7 @@ from steplake.rewards.builtins import (
     regex_match,
     tool_call_success,
 )
+from tests.rewards.reward_testkit import make_ctx, make_step
 
 
 @pytest.mark.parametrize(

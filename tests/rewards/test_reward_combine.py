@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from reward_testkit import make_ctx
 
 from steplake.rewards import (
     ChannelRewards,
@@ -14,6 +13,7 @@ from steplake.rewards import (
     load_reward_spec,
     score_trajectory,
 )
+from tests.rewards.reward_testkit import make_ctx
 
 
 def test_combine_weighted_sum() -> None:

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from reward_testkit import make_ctx, make_step, serve, slow
 
 from steplake.rewards.http_rm import HttpRewardModel, build_payload, read_field
+from tests.rewards.reward_testkit import make_ctx, make_step, serve, slow
 
 seen: list[dict[str, Any]] = []
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from reward_testkit import make_ctx, serve
 
 from steplake.rewards import ChannelRewards, RewardEnv, Rollout, score_group, score_trajectory
 from steplake.rewards.judge import LlmJudge, LlmRanker, parse_ranking, parse_score, ranking_scores
+from tests.rewards.reward_testkit import make_ctx, serve
 
 prompts: list[dict[str, Any]] = []
 

@@ -4,10 +4,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from reward_testkit import make_ctx
 
 from steplake.errors import ConfigError
 from steplake.rewards import RewardConfigError, RewardRegistry, load_reward_spec, score_trajectory
+from tests.rewards.reward_testkit import make_ctx
 
 MODULE = """
 from steplake.rewards import RewardResult, reward_function
