@@ -148,7 +148,9 @@ def test_hf_folder_loads_with_datasets(tmp_path: Path) -> None:
     write_export(make_rows(6), tmp_path / "hf", "hf")
     ds = datasets.load_from_disk(str(tmp_path / "hf"))
     assert len(ds) == 6 and ds[0]["step_id"] == "s0000" and ds[0]["prompt_ids"] == make_step(0)["prompt_ids"]
-    assert (tmp_path / "hf" / "steplake_manifest.json").exists()
+    manifest = read_manifest(tmp_path / "hf")
+    assert manifest.format == "hf" and "state.json" in manifest.files and len(manifest.step_ids) == 6
+    assert (tmp_path / "hf" / "steplake_manifest.stepids").exists()
 
 
 def test_manifest_round_trip_and_fields(tmp_path: Path) -> None:
