@@ -68,7 +68,12 @@ class PgWrites:
     def _lock_traj(self, tx: Tx, tid: str) -> PgTraj | None:
         row = tx.one("SELECT group_id, channel, status, next_index, last_step_id, last_seq FROM trajectories"
                      " WHERE trajectory_id = %s FOR UPDATE", (tid,))
-        return None if row is None else PgTraj(row[0], row[1], row[2], row[3], row[4], row[5])
+        if row is None:
+            return None
+        st = PgTraj(row[0], row[1], row[2], row[3], row[4], row[5])
+        if st.next_index > 0 and st.last_step_id is None:  # copied by ``steplake migrate``: no append state yet
+            _, st.last_step_id, st.last_seq = self._full_seq_for(tx.conn, tid, None)
+        return st
 
     def _open_trajectory(self, tx: Tx, tid: str, group_id: str | None, group_size: int | None,
                          channel: str | None, metadata: Json, now: float) -> PgTraj:
