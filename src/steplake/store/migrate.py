@@ -140,8 +140,8 @@ def _remaining(src: sqlite3.Connection, dst: psycopg.Connection[Any], tables: li
 
 def migrate(src_url: str, dst_url: str, *, schema: str | None = None, progress: bool = True, batch: int = 1000,
             events: bool = True) -> dict[str, int]:
-    """Copy the SQLite pool at ``src_url`` into the PostgreSQL database ``dst_url`` (its ``schema``,
-    default ``public``); returns table → rows inserted by this run (0 everywhere when already complete)."""
+    """Copy the SQLite pool at ``src_url`` into the PostgreSQL database ``dst_url`` (its ``schema``, else the
+    URL's ``?schema=``, default ``public``); returns table → rows inserted by this run (0 everywhere when already complete)."""
     if not dst_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("--to must be a postgresql:// URL")
     path = sqlite_path(src_url)
@@ -151,7 +151,7 @@ def migrate(src_url: str, dst_url: str, *, schema: str | None = None, progress: 
     tables = [t for t in TABLES if events or t != "events"]
     src = _source(path)
     try:
-        with psycopg.connect(dst_url, **connect_kwargs(target.schema)) as dst:
+        with psycopg.connect(target.url, **connect_kwargs(target.schema)) as dst:
             _check_destination(dst, str(path.resolve()))
             return _run(src, dst, tables, batch, progress)
     except psycopg.OperationalError as e:

@@ -4,7 +4,8 @@ encoding), group commit of step appends (store/postgres_tx.py), row locks for co
 ``SKIP LOCKED`` leasing (store/postgres_writes.py, store/postgres_select.py), and ``LISTEN/NOTIFY``: a
 server calls ``on_commit`` when it or another server commits, so long-polls wake at once.
 
-``schema`` puts every table in one PostgreSQL schema (default ``public``); tests use a fresh schema each.
+``schema`` (or ``?schema=name`` in the URL) puts every table in one PostgreSQL schema (default ``public``);
+tests use a fresh schema each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -40,6 +42,15 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
+def split_schema(url: str) -> tuple[str, str | None]:
+    """``postgresql://.../db?schema=name`` → (URL without it, ``name``): ``--db`` can pick a schema."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
 def connect_kwargs(schema: str) -> dict[str, Any]:
     return {"autocommit": True, "options": f"-c search_path={schema}", "application_name": "steplake"}
 
@@ -47,8 +58,8 @@ def connect_kwargs(schema: str) -> dict[str, Any]:
 class PostgresStore(PgReads, PgWrites):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
                  pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
-        self.url = url
-        self.schema = schema or "public"
+        self.url, url_schema = split_schema(url)
+        self.schema = schema or url_schema or "public"
         if not SCHEMA_RE.match(self.schema):
             raise ConfigError(f"invalid PostgreSQL schema name {self.schema!r}")
         self.drop_schema_on_close = drop_schema_on_close
@@ -311,4 +322,4 @@ def _drop_pending_schemas() -> None:
     _PENDING_DROPS.clear()
 
 
-__all__ = ["PostgresStore", "redact", "lock_key", "connect_kwargs"]
+__all__ = ["PostgresStore", "redact", "lock_key", "connect_kwargs", "split_schema"]
