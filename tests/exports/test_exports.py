@@ -282,9 +282,11 @@ def test_numpy_and_array_ids_take_the_fast_path_with_the_same_hash(tmp_path: Pat
             r,
             prompt_ids=np.asarray(r["prompt_ids"], dtype=np.int64),
             response_ids=array.array("i", r["response_ids"]),
+            response_logprobs=None if r["response_logprobs"] is None else np.asarray(r["response_logprobs"]),
         )
         for r in rows
     ]
+    assert fast[7]["response_logprobs"] is None
     m = write_export(fast, tmp_path / "f.parquet", "parquet")
     assert m.content_hash == content_hash(rows)
     assert list(read_export(tmp_path / "f.parquet")) == [normalize_row(r) for r in rows]

@@ -244,12 +244,31 @@ def _id_lists(values: list[Any], typ: pa.ListType) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), child)
 
 
+def _float_lists(values: list[Any], typ: pa.ListType) -> pa.Array:
+    """list<float64> (nullable rows). Python lists convert fine through ``pa.array``; numpy arrays are
+    joined into one contiguous buffer instead (no per-value work)."""
+    if not any(isinstance(v, np.ndarray) for v in values):
+        return pa.array(values, type=typ)
+    parts: list[Any] = [
+        array.array("d") if v is None else np.ascontiguousarray(v, dtype=np.float64)
+        if isinstance(v, np.ndarray) else array.array("d", v)
+        for v in values
+    ]  # fmt: skip
+    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    child = pa.Array.from_buffers(typ.value_type, int(offsets[-1]), [None, pa.py_buffer(b"".join(parts))])
+    nulls = pa.array([v is None for v in values], type=pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), child, mask=nulls)
+
+
 def _column(rows: list[Mapping[str, Any]], name: str, typ: pa.DataType, kind: str) -> pa.Array:
     values = [r.get(name) for r in rows]
     if kind == "json":
         values = [None if v is None else orjson.dumps(v, option=_JSON_OPTS) for v in values]
     elif kind == "ids":
         return _id_lists(values, typ)
+    elif kind == "floats":
+        return _float_lists(values, typ)
     elif kind == "tags":
         values = [[] if v is None else [str(t) for t in v] for v in values]
     elif kind == "str":
