@@ -117,7 +117,12 @@ def _input(args: Any) -> Json:
     return v if isinstance(v, dict) else {}
 
 
-def stop_of(finish_reason: str | None, stop_reason: Any, stops: list[str] | None) -> tuple[str, str | None]:
+def stop_of(finish_reason: str | None, stop_reason: Any, stops: list[str] | None,
+            tool_use: bool = False) -> tuple[str, str | None]:
+    """Chat finish_reason → Anthropic (stop_reason, stop_sequence). A forced tool call ends with
+    ``stop`` in chat (OpenAI, vLLM) but is ``tool_use`` in Anthropic terms."""
+    if tool_use and finish_reason in ("stop", "tool_calls", None):
+        return "tool_use", None
     if finish_reason == "stop" and isinstance(stop_reason, str) and stops and stop_reason in stops:
         return "stop_sequence", stop_reason
     return STOP_REASONS.get(finish_reason or "stop", "end_turn"), None
@@ -138,7 +143,8 @@ def answer_to_anthropic(data: Json, body: Json) -> Json:
         fn = tc.get("function") or {}
         content.append({"type": "tool_use", "id": tc.get("id") or "toolu_" + uuid.uuid4().hex[:24],
                         "name": fn.get("name"), "input": _input(fn.get("arguments"))})
-    reason, seq = stop_of(choice.get("finish_reason"), choice.get("stop_reason"), body.get("stop_sequences"))
+    reason, seq = stop_of(choice.get("finish_reason"), choice.get("stop_reason"), body.get("stop_sequences"),
+                          any(b["type"] == "tool_use" for b in content))
     usage = data.get("usage") or {}
     return {"id": message_id(data.get("id")), "type": "message", "role": "assistant",
             "model": data.get("model") or body["model"], "content": content, "stop_reason": reason,
@@ -221,7 +227,7 @@ class StreamTranslator:
 
     def finish_events(self) -> list[bytes]:
         out = self._close()
-        reason, seq = stop_of(self.finish, self.stop_reason, self.body.get("stop_sequences"))
+        reason, seq = stop_of(self.finish, self.stop_reason, self.body.get("stop_sequences"), bool(self.tool_blocks))
         out.append(event("message_delta", {"type": "message_delta",
                                            "delta": {"stop_reason": reason, "stop_sequence": seq},
                                            "usage": {"output_tokens": self.output_tokens}}))
