@@ -294,3 +294,14 @@ def test_numpy_and_array_ids_take_the_fast_path_with_the_same_hash(tmp_path: Pat
         write_export([dict(rows[0], prompt_ids=np.array([2**40]))], tmp_path / "g.parquet", "parquet")
     with pytest.raises(ExportError, match="integers"):
         write_export([dict(rows[0], prompt_ids=np.array([1.5]))], tmp_path / "h.parquet", "parquet")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_failing_row_source_leaves_nothing_behind(tmp_path: Path, fmt: str) -> None:
+    def rows() -> Any:
+        yield from make_rows(5)
+        raise RuntimeError("store went away")
+
+    with pytest.raises(RuntimeError, match="store went away"):
+        write_export(rows(), tmp_path / f"x.{fmt}", fmt, chunk_rows=2)
+    assert list(tmp_path.iterdir()) == []

@@ -301,6 +301,7 @@ def _jsonl_row(row: Mapping[str, Any]) -> Json:
 class _Writer(Protocol):
     def write(self, rows: list[Mapping[str, Any]], batch: pa.RecordBatch) -> None: ...
     def close(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class _JsonlWriter:
@@ -312,6 +313,9 @@ class _JsonlWriter:
         self._f.write(b"".join(orjson.dumps(_jsonl_row(r), option=opt) for r in rows))
 
     def close(self) -> None:
+        self._f.close()
+
+    def abort(self) -> None:
         self._f.close()
 
 
@@ -338,6 +342,9 @@ class _ParquetWriter:
     def close(self) -> None:
         self._w.close()
 
+    def abort(self) -> None:
+        self._w.close()
+
 
 class _HfWriter:
     """Streams Arrow batches to a temporary IPC file, then lets ``datasets`` save the folder."""
@@ -353,6 +360,10 @@ class _HfWriter:
         if batch.num_rows:
             self._w.write_batch(batch)
             self._rows += batch.num_rows
+
+    def abort(self) -> None:
+        self._w.close()
+        self._sink.close()
 
     def close(self) -> None:
         import datasets  # optional dependency: only the hf format needs it
@@ -413,11 +424,12 @@ def _write_all(
                 pending.result()
             if builder.steps == 0:
                 writer.write([], record_batch([]))
-        finally:
+        except BaseException:
             if pending is not None:
-                pending.cancel()
                 wait([pending])
-            writer.close()
+            writer.abort()
+            raise
+    writer.close()
 
 
 def write_export(
