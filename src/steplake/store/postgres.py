@@ -27,11 +27,11 @@ from ..errors import ConfigError, NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord
 from .codec import dumps
+from .postgres_append import PgAppend
 from .postgres_reads import PgReads
 from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
 from .postgres_select import pg_select_groups
 from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, run_tx
-from .postgres_writes import PgWrites
 
 log = logging.getLogger("steplake.store")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -55,7 +55,7 @@ def connect_kwargs(schema: str) -> dict[str, Any]:
     return {"autocommit": True, "options": f"-c search_path={schema}", "application_name": "steplake"}
 
 
-class PostgresStore(PgReads, PgWrites):
+class PostgresStore(PgReads, PgAppend):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
                  pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
         self.url, url_schema = split_schema(url)

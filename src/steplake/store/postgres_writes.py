@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConflictError, NotFoundError
-from ..pool.continuity import classify
-from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
-from .base import AppendResult, Json
-from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
+from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn
+from .base import Json
+from .codec import dumps, loads
 from .postgres_tx import Tx, lock_key
-from .sqlite_writes import hash_secret, step_content_hash
+from .sqlite_writes import hash_secret
 
 STEP_INSERT_COLS = ("step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity, parent_step_id,"
                     " shared_prefix_len, prompt_len, response_len, prompt_tail, response_ids, response_logprobs,"
@@ -122,114 +121,6 @@ class PgWrites:
                  (new, now if new == "ready" else None, group_id))
             tx.event("group", {"group_id": group_id, "channel": channel, "status": new, "n_complete": nc,
                                "n_abandoned": na, "size": size}, now)
-
-    # -- steps -------------------------------------------------------------------------------------
-    def _w_append(self, tx: Tx, steps: Sequence[Step]) -> AppendResult:
-        now = time.time()
-        policy = tx.one("SELECT COALESCE(MAX(version), 0) FROM policy")[0]
-        states: dict[str, PgTraj | None] = {tid: self._lock_traj(tx, tid)
-                                            for tid in sorted({s.trajectory_id for s in steps})}
-        ids = [s.step_id for s in steps]
-        known: dict[str, bytes] = {r[0]: bytes(r[1]) for r in tx.all(
-            "SELECT step_id, content_hash FROM steps WHERE step_id = ANY(%s)", (ids,))}
-        ctx = _AppendCtx(now, policy)
-        for s in steps:
-            self._append_one(tx, s, states, known, ctx)
-        self._flush_steps(tx, ctx)
-        for tid, d in ctx.tdelta.items():
-            st = states[tid]
-            assert st is not None
-            tx.q("UPDATE trajectories SET n_steps = n_steps + %s, next_index = GREATEST(next_index, %s),"
-                 " n_tokens = n_tokens + %s, n_realigned = n_realigned + %s, n_fork = n_fork + %s, updated_at = %s,"
-                 " last_finish_reason = COALESCE(%s, last_finish_reason),"
-                 " last_tool_calls = COALESCE(%s, last_tool_calls), exchange_hash = COALESCE(%s, exchange_hash),"
-                 " min_policy = LEAST(COALESCE(min_policy, %s), %s), max_policy = GREATEST(COALESCE(max_policy, %s), %s),"
-                 " last_step_id = %s, last_seq = %s WHERE trajectory_id = %s",
-                 (d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], now, d["finish"], d["tools"],
-                  d["xhash"], d["pmin"], d["pmin"], d["pmax"], d["pmax"], st.last_step_id, st.last_seq, tid))
-        tx.count(ctx.counts)
-        return ctx.res
-
-    def _append_one(self, tx: Tx, s: Step, states: dict[str, PgTraj | None], known: dict[str, bytes],
-                    ctx: _AppendCtx) -> None:
-        prompt, response = ids_to_bytes(s.prompt_ids), ids_to_bytes(s.response_ids)
-        logprobs = floats_to_bytes(s.response_logprobs)
-        chash = step_content_hash(s, prompt, response, logprobs)
-        step_id = s.step_id
-        assert step_id is not None
-        if step_id in known:
-            if known[step_id] != chash:
-                raise ConflictError(f"step {step_id!r} already exists with other content", code="step_conflict")
-            ctx.res.duplicates += 1
-            ctx.res.step_ids.append(step_id)
-            return
-        tid = s.trajectory_id
-        st = states[tid]
-        if st is None:
-            st = states[tid] = self._open_trajectory(tx, tid, s.group_id, None, s.channel, dict(s.metadata), ctx.now)
-        elif st.status == "complete":
-            raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps", code="trajectory_complete")
-        elif st.status == "abandoned":  # an agent came back: reopen
-            self._set_status(tx, tid, "abandoned", "open", ctx.now, st.group_id)
-            st.status = "open"
-        if s.group_id is not None and s.group_id != st.group_id:
-            raise ConflictError(f"trajectory {tid!r} belongs to group {st.group_id!r}, not {s.group_id!r}",
-                                code="group_mismatch")
-        if s.channel is not None and s.channel != st.channel:
-            raise ConflictError(f"trajectory {tid!r} is in channel {st.channel!r}, not {s.channel!r}",
-                                code="channel_mismatch")
-        index = st.next_index if s.step_index is None else s.step_index
-        if index > st.last_index:
-            if st.last_step_id is not None and st.last_seq is None:
-                self._flush_steps(tx, ctx)
-                _, _, st.last_seq = self._full_seq_for(tx.conn, tid, None)
-            parent_id, parent_seq = st.last_step_id, st.last_seq
-        else:
-            self._flush_steps(tx, ctx)
-            dup = tx.one("SELECT step_id FROM steps WHERE trajectory_id = %s AND step_index = %s", (tid, index))
-            if dup is not None:
-                raise ConflictError(f"trajectory {tid!r} already has a step {dup[0]!r} at step_index {index}",
-                                    code="step_index_conflict")
-            _, parent_id, parent_seq = self._full_seq_for(tx.conn, tid, index)
-        continuity, shared = classify(parent_seq, prompt)
-        policy = ctx.policy if s.policy_version is None else s.policy_version
-        doc = {"messages": s.messages, "tools": s.tools,
-               "response": s.response.model_dump(exclude_none=True) if s.response else None,
-               "sampling": s.sampling, "usage": s.usage, "metadata": s.metadata, "provenance": s.provenance}
-        ctx.pending.append((step_id, tid, st.group_id, index, st.channel, policy, continuity, parent_id, shared,
-                            len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response,
-                            logprobs, s.token_source, s.finish_reason, s.model, s.reward,
-                            s.latency_ms, ctx.now, chash, dumps(doc)))
-        known[step_id] = chash
-        if index > st.last_index:
-            st.last_step_id, st.last_seq = step_id, prompt + response
-        else:
-            self._flush_steps(tx, ctx)
-            self._rechain_child(tx, tid, index, step_id, prompt + response)
-        st.next_index = max(st.next_index, index + 1)
-        ctx.account(s, tid, st, index, continuity, shared, policy, step_id, tx)
-
-    @staticmethod
-    def _flush_steps(tx: Tx, ctx: _AppendCtx) -> None:
-        if not ctx.pending:
-            return
-        with tx.conn.cursor() as cur, cur.copy(f"COPY steps ({STEP_INSERT_COLS}) FROM STDIN") as cp:
-            for row in ctx.pending:
-                cp.write_row(row)
-        ctx.pending.clear()
-
-    def _rechain_child(self, tx: Tx, tid: str, index: int, step_id: str, seq: bytes) -> None:
-        """A step landed before an existing later one: re-derive that child's continuity against it."""
-        row = tx.one("SELECT step_id FROM steps WHERE trajectory_id = %s AND step_index > %s"
-                     " ORDER BY step_index LIMIT 1", (tid, index))
-        if row is None:
-            return
-        child = self._load_full(tx.conn, row[0])
-        assert child is not None
-        prompt = ids_to_bytes(child["prompt_ids"])
-        continuity, shared = classify(seq, prompt)
-        tx.q("UPDATE steps SET continuity = %s, parent_step_id = %s, shared_prefix_len = %s, prompt_tail = %s"
-             " WHERE step_id = %s", (continuity, step_id, shared, prompt[shared * 4:], row[0]))
 
     # -- trajectories ------------------------------------------------------------------------------
     def _w_create_trajectory(self, tx: Tx, tid: str, group_id: str | None, group_size: int | None,
@@ -405,41 +296,6 @@ class PgWrites:
 
 def _try_lock(tx: Tx, key: str) -> bool:
     return bool(tx.one("SELECT pg_try_advisory_xact_lock(%s)", (lock_key("steplake-t", tx.env.schema, key),))[0])
-
-
-class _AppendCtx:
-    """Per-call accumulators of ``_w_append``."""
-
-    def __init__(self, now: float, policy: int) -> None:
-        self.now = now
-        self.policy = policy
-        self.pending: list[tuple[Any, ...]] = []
-        self.tdelta: dict[str, dict[str, Any]] = {}
-        self.counts: dict[str, int] = {"steps": 0, "prompt_tokens": 0, "response_tokens": 0}
-        self.res = AppendResult(accepted=0)
-
-    def account(self, s: Step, tid: str, st: PgTraj, index: int, continuity: str, shared: int, policy: int,
-                step_id: str, tx: Tx) -> None:
-        d = self.tdelta.setdefault(tid, {"n": 0, "next": 0, "tokens": 0, "realigned": 0, "fork": 0, "finish": None,
-                                         "tools": None, "xhash": None, "pmin": policy, "pmax": policy})
-        d["n"] += 1
-        d["next"] = max(d["next"], index + 1)
-        d["tokens"] += len(s.prompt_ids) - shared + len(s.response_ids)
-        d["realigned"] += continuity == "realigned"
-        d["fork"] += continuity == "fork"
-        if index + 1 >= st.next_index:
-            d["finish"], d["tools"] = s.finish_reason, int(bool(s.response and s.response.tool_calls))
-            d["xhash"] = s.provenance.get("exchange_hash") or d["xhash"]
-        d["pmin"], d["pmax"] = min(d["pmin"], policy), max(d["pmax"], policy)
-        c = self.counts
-        c["steps"] += 1
-        c[f"continuity_{continuity}"] = c.get(f"continuity_{continuity}", 0) + 1
-        c["prompt_tokens"] += len(s.prompt_ids)
-        c["response_tokens"] += len(s.response_ids)
-        tx.event("step", {"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id, "step_index": index,
-                          "continuity": continuity, "channel": st.channel}, self.now)
-        self.res.accepted += 1
-        self.res.step_ids.append(step_id)
 
 
 __all__ = ["PgWrites", "PgTraj"]
