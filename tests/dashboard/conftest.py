@@ -86,6 +86,7 @@ def dash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = tmp_path_factory.mktemp("dashboard") / "pool.db"
     gguf = embedded_gguf()
     server = start_server(db, *(["--tokenizer", gguf] if gguf else []))
+    httpx.get(server.url + "/", timeout=10)  # serving the page starts loading the tokenizer in the background
     yield server
     stop_server(server)
 

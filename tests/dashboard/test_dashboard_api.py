@@ -13,6 +13,7 @@ import pytest
 
 from steplake.app import create_app
 from steplake.config import Settings
+from steplake.dashboard import queries
 from steplake.dashboard.queries import _first_seq_since, overview, reward_histogram
 from steplake.dashboard.routes import CSP, STATIC
 from steplake.store.sqlite import SqliteStore
@@ -91,7 +92,7 @@ async def test_overview_aggregates(client: httpx.AsyncClient) -> None:
     assert bad.status_code == 422
 
 
-def test_window_start_is_found_by_binary_search(tmp_path: Path) -> None:
+def test_window_start_is_found_by_binary_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteStore(tmp_path / "pool.db")
     store.open()
     try:
@@ -112,6 +113,11 @@ def test_window_start_is_found_by_binary_search(tmp_path: Path) -> None:
         o = overview(store, 0, window=600, bucket=60, now=1000 + 10 * seqs[-1])
         assert sum(p["steps"] for p in o["series"]["points"]) == 61
         assert sum(p["steps"] for p in overview(store, 0, 600, 60, now=time.time())["series"]["points"]) == 0
+        monkeypatch.setattr(queries, "EXACT_ROWS", 10)  # older buckets are counted from the sequence
+        points = overview(store, 0, window=600, bucket=30, now=1000 + 10 * seqs[-1])["series"]["points"]
+        assert sum(p["steps"] for p in points) == 61
+        assert any(p["estimated"] for p in points) and not points[-1]["estimated"]
+        assert [p["steps"] for p in points if p["steps"]] == [3] * 20 + [1]  # 10 s apart, 30 s buckets
     finally:
         store.close()
 
@@ -140,10 +146,10 @@ async def test_tokens_with_a_missing_tokenizer_report_the_error(tmp_path: Path) 
     settings = Settings(db=str(tmp_path / "pool.db"), tokenizer=str(tmp_path / "missing.gguf"),
                         upstream=["http://127.0.0.1:9"])
     app = create_app(settings, SqliteStore(settings.db), gateway=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            await seed(c, "g3", [1.0])
-            body = (await c.get("/api/v1/dashboard/tokens", params={"step_id": "g3-t0-s0"})).json()
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        await seed(c, "g3", [1.0])
+        body = (await c.get("/api/v1/dashboard/tokens", params={"step_id": "g3-t0-s0"})).json()
     assert body["tokenizer"] is None and "missing.gguf" in body["tokenizer_error"]
     assert body["prompt"][0] == "<1>"
 

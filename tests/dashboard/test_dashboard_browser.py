@@ -88,7 +88,7 @@ def test_inspector_shows_messages_tokens_and_fork(page: Any, dash_server: Server
     shoot(page, "inspector")
     fork.locator('.tab[data-tab="tokens"]').click()
     mark = fork.locator(".fork-mark")
-    expect(mark).to_have_text("FORK at token 10")
+    expect(mark).to_have_text("FORK at token 10", timeout=90_000)  # the first view waits for the tokenizer
     tokens = fork.locator(".tok")
     expect(tokens.first).to_be_visible()
     texts = tokens.all_inner_texts()
@@ -236,7 +236,7 @@ def test_hostile_strings_render_as_text(page: Any, dash_server: Server, producer
     _assert_not_executed(page)
     shoot(page, "hostile-inspector")
     step.locator('.tab[data-tab="tokens"]').click()
-    expect(step.locator(".tok").first).to_be_visible()
+    expect(step.locator(".tok").first).to_be_visible(timeout=90_000)
     tokens = "".join(step.locator(".tok-section").first.locator(".tok").all_inner_texts())
     assert SCRIPT in tokens and IMG in tokens and JSLINK in tokens
     step.locator('.tab[data-tab="details"]').click()

@@ -33,7 +33,8 @@ SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "n
                     "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
-OVERVIEW_TTL = 1.0
+OVERVIEW_TTL = 2.0
+MAX_POINTS = 500
 MAX_TOKENS = 50_000
 MAX_MATCHING = 100_000
 
@@ -87,8 +88,8 @@ async def get_overview(
     window: Annotated[float, Query(ge=60, le=7 * 86400, description="Seconds of history in the series.")] = 1800,
     bucket: Annotated[float, Query(ge=1, le=86400, description="Seconds per point of the series.")] = 30,
 ) -> Response:
-    if window / bucket > 2000:
-        raise ValidationError("window / bucket must be at most 2000 points", code="too_many_points")
+    if window / bucket > MAX_POINTS:
+        raise ValidationError(f"window / bucket must be at most {MAX_POINTS} points", code="too_many_points")
     state = request.app.state
     key = (window, bucket)
     cache: dict[tuple[float, float], tuple[float, Json]] = state.__dict__.setdefault("_dashboard_cache", {})
@@ -108,14 +109,20 @@ async def get_overview(
 
 @router.get("/api/v1/dashboard/tokens", summary="A step's tokens decoded one by one (token view)")
 async def get_tokens(request: Request, step_id: Annotated[str, Query(min_length=1, max_length=128)]) -> Response:
+    """Ids, logprobs and each id's text (at most ``MAX_TOKENS`` per side), so the page never needs a step's
+    full ids in its lists."""
     step = await request.app.state.pool.get_step(step_id)
     prompt: list[int] = list(step.get("prompt_ids") or [])[:MAX_TOKENS]
     response: list[int] = list(step.get("response_ids") or [])[:MAX_TOKENS]
+    logprobs = step.get("response_logprobs")
     dec = decoder_of(request.app.state)
     texts = await dec.decode_async(prompt + response)
     return _json({
         "step_id": step_id, "tokenizer": dec.name, "tokenizer_error": dec.error,
         "prompt": texts[:len(prompt)], "response": texts[len(prompt):],
+        "prompt_ids": prompt, "response_ids": response,
+        "response_logprobs": list(logprobs)[:MAX_TOKENS] if logprobs is not None else None,
+        "shared_prefix_len": step.get("shared_prefix_len"), "continuity": step.get("continuity"),
         "truncated": len(step.get("prompt_ids") or []) > MAX_TOKENS or len(step.get("response_ids") or []) > MAX_TOKENS,
     })
 

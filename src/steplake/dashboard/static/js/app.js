@@ -49,6 +49,7 @@ async function refreshPolicy() {
 
 function showSignIn() {
   started = false;
+  document.getElementById("sign-out").hidden = true;
   disconnectLive();
   if (cleanup) { try { cleanup(); } catch (e) { /* ignore */ } cleanup = null; }
   replace(view);
@@ -67,7 +68,7 @@ async function start() {
 async function boot() {
   onLiveState((s) => {
     const el = document.getElementById("live-state");
-    el.textContent = s === "live" ? "live" : s;
+    el.textContent = s === "off" ? "offline" : s;
     el.className = "live-state ls-" + s.replace(/\s+/g, "-");
   });
   subscribe(["policy"], refreshPolicy, 1000);

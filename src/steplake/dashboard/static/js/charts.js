@@ -34,9 +34,10 @@ export function timeSeries(points, perMinute) {
     const fh = ((p.forks * perMinute) / max) * plotH;
     const x = PAD.l + i * bw;
     const g = s("g", {},
-      s("rect", { x: x + 0.5, y: PAD.t + plotH - bh, width: Math.max(1, bw - 1), height: bh, class: "bar" }),
+      s("rect", { x: x + 0.5, y: PAD.t + plotH - bh, width: Math.max(1, bw - 1), height: bh, class: p.estimated ? "bar bar-est" : "bar" }),
       fh > 0 ? s("rect", { x: x + 0.5, y: PAD.t + plotH - fh, width: Math.max(1, bw - 1), height: fh, class: "bar-fork" }) : null,
-      s("title", {}, `${clock(p.t)}  ${fmtFloat(v, 1)} steps/min  (${p.steps} steps, ${p.forks} forks, ${fmtNum(p.tokens)} tokens)`));
+      s("title", {}, p.estimated ? `${clock(p.t)}  ≈${fmtFloat(v, 1)} steps/min (estimated from the step sequence)`
+        : `${clock(p.t)}  ${fmtFloat(v, 1)} steps/min  (${p.steps} steps, ${p.forks} forks, ${fmtNum(p.tokens)} tokens)`));
     return g;
   });
   const labels = [];

@@ -51,10 +51,27 @@ function sharedMessageCount(prev, cur) {
   return n;
 }
 
+function tokenCount(step, side) {
+  const n = step[side + "_len"];
+  return typeof n === "number" ? n : (step[side + "_ids"] || []).length;
+}
+
+async function stepsOf(id) {
+  // Steps without their token ids (fields=meta): a long trajectory stays light; the token view loads ids.
+  let items = [];
+  let cursor = null;
+  do {
+    const page = await getJSON("/steps", { trajectory_id: id, fields: "meta", limit: 1000, cursor });
+    items = items.concat(page.items);
+    cursor = page.next_cursor;
+  } while (cursor && items.length < 20000);
+  return items.sort((a, b) => a.step_index - b.step_index);
+}
+
 function continuityBanner(step, prev) {
   const c = step.continuity;
   if (c !== "fork" && c !== "realigned") return null;
-  const parentLen = prev ? (prev.prompt_ids || []).length + (prev.response_ids || []).length : null;
+  const parentLen = prev ? tokenCount(prev, "prompt") + tokenCount(prev, "response") : null;
   const L = step.shared_prefix_len ?? 0;
   const text = c === "fork"
     ? `This prompt does not extend step ${prev ? prev.step_index : "?"}. It shares ${L} of ${parentLen ?? "?"} tokens of the previous prompt + response, then diverges (re-rendered template, dropped reasoning, edited history…).`
@@ -125,8 +142,8 @@ function stepCard(step, prev, onChanged, openTab) {
   for (const name of ["conversation", "tokens", "details"]) {
     tabs[name] = h("button", { class: "tab", type: "button", dataset: { tab: name }, onclick: () => show(name) }, name);
   }
-  const np = (step.prompt_ids || []).length;
-  const nr = (step.response_ids || []).length;
+  const np = tokenCount(step, "prompt");
+  const nr = tokenCount(step, "response");
   const card = h("section", { class: ["card", "step", "step-" + step.continuity], id: "step-" + step.step_index, dataset: { stepId: step.step_id, continuity: step.continuity } },
     h("div", { class: "step-head" },
       h("span", { class: "step-index" }, "Step " + step.step_index),
@@ -163,8 +180,9 @@ export function render(root, params) {
   let alive = true;
   const openTabs = {};
   async function load() {
-    const [t, rewards] = await Promise.all([
-      getJSON("/trajectories/" + encodeURIComponent(id)),
+    const [t, steps, rewards] = await Promise.all([
+      getJSON("/trajectories/" + encodeURIComponent(id), { steps: false }),
+      stepsOf(id),
       getJSON("/rewards", { trajectory_id: id }).then((r) => r.items).catch(() => []),
     ]);
     if (!alive) return;
@@ -172,7 +190,6 @@ export function render(root, params) {
       const active = el.querySelector(".tab.active");
       if (active) openTabs[el.dataset.stepId] = active.dataset.tab;
     }
-    const steps = t.steps || [];
     const cur = t.curation || {};
     const pv = t.policy_versions || [];
     const header = h("div", { class: "card traj-head" },

@@ -107,7 +107,7 @@ export function render(root) {
   }
 
   load().catch((e) => { if (alive) replace(body, h("div", { class: "error-box" }, e.message)); });
-  const unsub = subscribe(null, () => { load().catch(() => {}); }, 1000);
+  const unsub = subscribe(null, () => { load().catch(() => {}); }, 2000);
   const timer = setInterval(() => load().catch(() => {}), 15000);
   return () => { alive = false; unsub(); clearInterval(timer); };
 }

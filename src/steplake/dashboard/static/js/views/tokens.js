@@ -41,8 +41,7 @@ function tokenRun(texts, ids, start, kind, logprobs) {
   return box;
 }
 
-function promptView(step, prev, texts) {
-  const ids = step.prompt_ids || [];
+function promptView(step, prev, texts, ids) {
   const L = Math.min(step.shared_prefix_len || 0, ids.length);
   const parts = [];
   if (prev && L > 0) {
@@ -66,7 +65,7 @@ function promptView(step, prev, texts) {
 export function tokenView(step, prev) {
   const box = h("div", { class: "token-view" }, h("div", { class: "muted small" }, "Decoding tokens…"));
   getJSON("/dashboard/tokens", { step_id: step.step_id }).then((res) => {
-    const respIds = step.response_ids || [];
+    const respIds = res.response_ids;
     replace(box,
       h("div", { class: "token-legend" },
         h("span", {}, res.tokenizer ? "decoded with " + res.tokenizer : "no tokenizer available: ids shown as <id>"),
@@ -76,9 +75,9 @@ export function tokenView(step, prev) {
         h("span", { class: "muted" }, "hover a token for its id and logprob"),
         res.truncated ? h("span", { class: "badge b-warn" }, "truncated") : null),
       h("div", { class: "tokens mono", dataset: { testid: "tokens" } },
-        h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `prompt · ${(step.prompt_ids || []).length} tokens`), promptView(step, prev, res.prompt)),
+        h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `prompt · ${res.prompt_ids.length} tokens`), promptView(step, prev, res.prompt, res.prompt_ids)),
         h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `response · ${respIds.length} tokens (${step.token_source})`),
-          tokenRun(res.response, respIds, 0, "response", step.response_logprobs)),
+          tokenRun(res.response, respIds, 0, "response", res.response_logprobs)),
       ));
   }).catch((e) => replace(box, h("div", { class: "error-box" }, e.message)));
   return box;
