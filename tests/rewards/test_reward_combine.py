@@ -19,8 +19,9 @@ from tests.rewards.reward_testkit import make_ctx
 def test_combine_weighted_sum() -> None:
     assert combine({"a": 1.0, "b": 0.5}) == 1.5
     assert combine({"a": 1.0, "b": 0.5}, {"a": 2.0, "b": -1.0}) == 1.5
-    assert combine({"a": 1.0, "b": 0.5, "c": 9.0}, {"a": 1.0}) == 1.0  # unlisted → weight 0
-    assert combine({"a": 1.0, "c": 9.0}, {"a": 1.0}, default_weight=1.0) == 10.0
+    assert combine({"a": 1.0, "b": 0.5, "c": 9.0}, {"a": 2.0}) == 11.5  # unlisted → weight 1
+    assert combine({"a": 1.0, "c": 9.0}, {"a": 1.0}, default_weight=0.0) == 1.0
+    assert combine({"a": 1.0, "c": 9.0}, {"c": 0.0}) == 1.0
     assert combine({"a": None, "b": 0.25}, {"a": 1.0, "b": 2.0}) == 0.5  # missing skipped
     assert combine({"a": None}) is None and combine({}) is None
     assert combine({"a": 1.0}, {"a": 0.0}) is None

@@ -16,7 +16,8 @@ change params or code and re-run: values are stored per (component, version), ol
 channel ``"*"`` applies to channels not listed.
 
 Combination: ``reward = Σ weight_c · value_c`` over components that have a value (abstentions and
-failures are skipped); ``None`` when no weighted component has a value.
+failures are skipped; components without a configured weight count with weight 1, weight 0 switches
+one off); ``None`` when no weighted component has a value.
 """
 
 from __future__ import annotations
@@ -129,10 +130,10 @@ def combine(
     components: Mapping[str, float | None],
     weights: Mapping[str, float] | None = None,
     *,
-    default_weight: float = 0.0,
+    default_weight: float = 1.0,
 ) -> float | None:
-    """Weighted sum of component values. Without ``weights`` every component has weight 1; with them,
-    unlisted components get ``default_weight``. Components whose value is None are skipped; None when
+    """Weighted sum of component values; components missing from ``weights`` (or all, without
+    ``weights``) get ``default_weight`` (1.0, as the store does for components posted by hand). Components whose value is None are skipped; None when
     nothing with a non-zero weight has a value."""
     total, used = 0.0, False
     for name, value in components.items():
