@@ -132,12 +132,12 @@ def combine(
     *,
     default_weight: float = 1.0,
 ) -> float | None:
-    """Weighted sum of component values; components missing from ``weights`` (or all, without
-    ``weights``) get ``default_weight`` (1.0, as the store does for components posted by hand). Components whose value is None are skipped; None when
-    nothing with a non-zero weight has a value."""
+    """Weighted sum of component values. Components missing from ``weights`` (all of them without
+    ``weights``) get ``default_weight``: 1.0, as the store does for components posted by hand.
+    Components whose value is None are skipped; None when nothing with a non-zero weight has a value."""
     total, used = 0.0, False
     for name, value in components.items():
-        weight = 1.0 if weights is None else weights.get(name, default_weight)
+        weight = default_weight if weights is None else weights.get(name, default_weight)
         if value is None or weight == 0.0:
             continue
         total += weight * float(value)
