@@ -171,3 +171,39 @@ async def test_curate_everything_matching_a_filter(client: httpx.AsyncClient) ->
                  {"filters": {}}, {"filters": {}, "quality": ""}):
         bad = await client.post("/api/v1/dashboard/curate", json=body)
         assert bad.status_code == 422, (body, bad.text)
+
+
+class ProtocolOnly:
+    """A real SqliteStore seen only through the Store protocol (as the PostgreSQL store is)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def list_steps(self, *a: object, **k: object) -> object:
+        return self._store.list_steps(*a, **k)  # type: ignore[arg-type]
+
+    def list_trajectories(self, *a: object, **k: object) -> object:
+        return self._store.list_trajectories(*a, **k)  # type: ignore[arg-type]
+
+    def stats(self) -> object:
+        return self._store.stats()
+
+
+async def test_overview_through_the_store_protocol(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    await seed(client, "gp", [1.0, 0.0], fork=True)
+    await client.post("/api/v1/curation", json={"trajectory_ids": ["gp-t1"], "trainable": False})
+    store = SqliteStore(tmp_path / "pool.db")
+    store.open()
+    try:
+        fast = overview(store, 0, 600, 60)
+        slow = overview(ProtocolOnly(store), 0, 600, 60)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    assert slow["sampled"] is True and fast["sampled"] is False
+    for key in ("rewards", "policy", "channels"):
+        assert slow[key] == fast[key], key
+    assert [p["steps"] for p in slow["series"]["points"]] == [p["steps"] for p in fast["series"]["points"]]
+    assert [p["forks"] for p in slow["series"]["points"]] == [p["forks"] for p in fast["series"]["points"]]
+    stages = {s["name"]: s["count"] for s in slow["funnel"]["stages"]}
+    assert stages["collected"] == 2 and stages["rewarded"] == 2 and stages["curated"] == 1
+    assert slow["funnel"]["untrainable"] == fast["funnel"]["untrainable"] == 1

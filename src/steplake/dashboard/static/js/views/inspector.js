@@ -122,10 +122,12 @@ function details(step, onChanged) {
       h("div", {}, badge(cur.quality || "unreviewed", "q-" + (cur.quality || "unreviewed")), " ",
         cur.trainable === false ? badge("not trainable", "bad") : badge("trainable", "good"), " ", tagChips(cur.tags)),
       cur.note ? h("div", { class: "note-text" }, cur.note) : null,
-      h("button", { class: "btn", type: "button", onclick: () => {
+      h("button", { class: "btn", type: "button", name: "curate-step", onclick: async () => {
+        const history = await historyList(step.step_id);
         const close = modal("Curate step " + shortId(step.step_id, 20), h("div", {},
           curationForm({ target: { step_ids: [step.step_id] }, current: cur, onDone: () => { close(); onChanged(); } }),
-          h("h3", {}, "Feedback on this step"), feedbackBox({ step_id: step.step_id })));
+          h("h3", {}, "Feedback on this step"), feedbackBox({ step_id: step.step_id }),
+          h("h3", {}, "Curation history of this step"), history));
       } }, "Curate step…")),
     step.tools ? h("div", {}, h("h3", {}, "Tools offered"), h("pre", { class: "json" }, pretty(step.tools))) : null);
 }
