@@ -228,7 +228,7 @@ def test_interleaved_conversations_and_continuity(server: str, local_model: Any)
     for turn in range(3):
         out = a.chat.completions.create(model="m", messages=oa, max_tokens=12, temperature=0)
         oa += [{"role": "assistant", "content": out.choices[0].message.content}, {"role": "user", "content": f"Another {turn}."}]
-        msg = b.messages.create(model="m", max_tokens=12, messages=an, temperature=0)
+        msg = b.messages.create(model="m", max_tokens=12, messages=an, extra_body={"temperature": 0})
         an += [{"role": "assistant", "content": [c.model_dump() for c in msg.content]},
                {"role": "user", "content": f"Another {turn}."}]
     for marker in (f"{tag}-a", f"{tag}-b"):
