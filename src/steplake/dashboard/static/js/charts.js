@@ -68,8 +68,7 @@ export function histogram(hist) {
   ];
   if (hist.mean !== null && hist.max > hist.min) {
     const x = PAD.l + ((hist.mean - hist.min) / (hist.max - hist.min)) * plotW;
-    labels.push(s("line", { x1: x, x2: x, y1: PAD.t, y2: PAD.t + plotH, class: "mean-line" }));
-    labels.push(s("text", { x: x + 4, y: PAD.t + 8, class: "tick" }, "mean " + fmtFloat(hist.mean, 2)));
+    labels.push(s("line", { x1: x, x2: x, y1: PAD.t, y2: PAD.t + plotH, class: "mean-line" }, s("title", {}, "mean " + fmtFloat(hist.mean, 3))));
   }
   return s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "reward distribution" },
     ...axisY(max, plotH), ...bars, ...labels);

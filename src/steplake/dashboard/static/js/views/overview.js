@@ -90,7 +90,7 @@ export function render(root) {
         card("Steps per minute", timeSeries(series, o.series.per_minute),
           h("span", { class: "muted" }, `now ${fmtFloat(lastRate, 1)}/min · forks in red`)),
         card("Reward distribution", histogram(o.rewards),
-          h("span", { class: "muted" }, `${fmtNum(o.rewards.n)} recent trajectories · mean ${fmtFloat(o.rewards.mean)}`)),
+          h("span", { class: "muted" }, `${fmtNum(o.rewards.n)} recent trajectories · mean ${fmtFloat(o.rewards.mean)} (dashed)`)),
         card("Funnel", hbars(funnel, o.funnel.stages[0].count),
           h("span", { class: "muted" }, `trajectories · ${fmtNum(o.funnel.abandoned)} abandoned · ${fmtNum(o.funnel.untrainable)} untrainable`)),
         card("Continuity", stacked([
