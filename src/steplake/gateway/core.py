@@ -41,7 +41,7 @@ class Gateway:
         ups = [parse_upstream(u) for u in settings.upstream]
         if not ups:
             self.local = LocalModelProcess(gguf=settings.model_gguf)
-            ups = [self.local.upstream]
+            ups = [self.local.upstream()]
         self.client = UpstreamClient(read_timeout=settings.upstream_timeout)
         self.upstreams = UpstreamPool(ups, self.client, interval=health_interval,
                                       retries=settings.upstream_retries, ready_wait=ready_wait)
@@ -56,20 +56,32 @@ class Gateway:
     async def start(self) -> None:
         await self.client.start()
         if self.local is not None:
+            up = self.upstreams.upstreams[0]
             try:
                 await self.local.start()
             except OSError as e:
                 log.error("cannot start the embedded model: %s", e)
+                up.extra["exited"] = str(e)
+                up.loading = False
+            else:
+                self.spawn(self._watch_local(up))
         await self.upstreams.start()
 
     async def stop(self) -> None:
-        for t in list(self._tasks):
+        if self.local is not None:
+            await self.local.stop()
+        for t in list(self._tasks):  # captures in flight, the local model's watcher
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(t, 5.0)
         await self.upstreams.stop()
         await self.client.stop()
-        if self.local is not None:
-            await self.local.stop()
+
+    async def _watch_local(self, up: Upstream) -> None:
+        assert self.local is not None and self.local.proc is not None
+        rc = await self.local.proc.wait()
+        up.extra["exited"] = rc
+        up.loading = False
+        up.mark(False, f"the embedded model server exited with status {rc}")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a capture in the background, keeping a reference until it finishes."""

@@ -35,7 +35,6 @@ class LocalModelProcess:
         self.port = port or free_port()
         self.proc: asyncio.subprocess.Process | None = None
 
-    @property
     def upstream(self) -> Upstream:
         return Upstream(root=f"http://127.0.0.1:{self.port}", kind="steplake", declared=True, local=True,
                         loading=True)

@@ -67,7 +67,8 @@ class UpstreamPool:
             if status == 404:
                 status, _ = await self.client.get(up.v1 + "/models", timeout=3.0)
         except Exception as e:  # unreachable, timeout, bad answer
-            up.loading = False
+            # the embedded model's process may still be starting (not listening yet)
+            up.loading = up.local and "exited" not in up.extra
             up.mark(False, f"{type(e).__name__}: {e}")
             self._notify(was, up)
             return False
