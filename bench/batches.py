@@ -9,6 +9,7 @@ The pool (temp SQLite file) holds 4-step clean trajectories in groups of 8; a st
 rule (``sweep_idle``) and get rewards ``(seq % 3) * 0.5`` by a direct SQL UPDATE, as bench/pool.py does.
 
 For each recipe (grpo, rloo, reinforce_pp, ppo, dpo, sft), median over ``--reps`` batches:
+  select         Store.select_batch alone (finding and leasing 64 ready groups)
   select+answer  Store.select_batch (leasing 64 groups) + build_batch_answer with the recipe: what
                  POST /api/v1/batches does before JSON encoding (the DESIGN §3 target: ≤ 300 ms for GRPO)
   recipe         apply_recipe alone on the answer's groups
@@ -127,8 +128,10 @@ def bench_recipe(store: SqliteStore, recipe: str, groups: int, reps: int, tmp: P
     answer: dict[str, Any] = {}
     for _ in range(reps):
         req = BatchIn(groups=groups, recipe=recipe, lease_seconds=3600)
-        dt, answer = ms(lambda req=req: build_batch_answer(store, req, store.select_batch(req)))
-        times.setdefault("answer", []).append(dt)
+        t_sel, sel = ms(lambda req=req: store.select_batch(req))
+        t_ans, answer = ms(lambda req=req, sel=sel: build_batch_answer(store, req, sel))
+        times.setdefault("select", []).append(t_sel)
+        times.setdefault("answer", []).append(t_sel + t_ans)
         plain = [{**g, "trajectories": [{**t, "advantage": None} for t in g["trajectories"]]}
                  for g in answer["groups"]]
         times.setdefault("recipe_ms", []).append(ms(lambda p=plain: apply_recipe(recipe, p))[0])
@@ -148,7 +151,7 @@ def bench_recipe(store: SqliteStore, recipe: str, groups: int, reps: int, tmp: P
 def table(results: list[dict[str, Any]], pool_steps: int, groups: int) -> Table:
     t = Table(title=f"steplake batches: {groups} groups × {GROUP_SIZE} × {STEPS_PER_TRAJ} steps from a "
                     f"{pool_steps:,}-step pool ({os.cpu_count()} cores); medians, ms")
-    for col in ("recipe", "groups", "rows", "tokens", "select+answer", "recipe", "json", "padded np", "padded torch",
+    for col in ("recipe", "groups", "rows", "tokens", "select", "select+answer", "recipe", "json", "padded np", "padded torch",
                 "packed np", "packed torch", "parquet rows/s"):
         t.add_column(col, justify="left" if col == "recipe" else "right")
     for r in results:
@@ -156,7 +159,7 @@ def table(results: list[dict[str, Any]], pool_steps: int, groups: int) -> Table:
         if r["recipe"] == "grpo":
             verdict = " [green]≤ 300 ✓[/]" if r["answer"] <= 300 else " [red]> 300 target[/]"
         extra = f" ({r['pairs']} pairs)" if r["recipe"] == "dpo" else ""
-        t.add_row(r["recipe"] + extra, str(r["groups"]), f"{r['rows']:,}", f"{r['tokens']:,}",
+        t.add_row(r["recipe"] + extra, str(r["groups"]), f"{r['rows']:,}", f"{r['tokens']:,}", f"{r['select']:.0f}",
                   f"{r['answer']:.0f}{verdict}", f"{r['recipe_ms']:.1f}", f"{r['json']:.0f}",
                   *(f"{r[k]:.0f}" for k in ("padded/numpy", "padded/torch", "packed/numpy", "packed/torch")),
                   "n/a (no export module)" if r["parquet"] is None else f"{r['parquet']:,.0f}")
@@ -169,6 +172,8 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--pool", type=Path, default=None,
+                    help="keep the pool in this SQLite file and reuse it when it exists (its leases stay taken)")
     a = ap.parse_args()
     recipes = [r for r in a.recipes.split(",") if r]
     need = a.groups * a.reps * len(recipes) * GROUP_SIZE * STEPS_PER_TRAJ
@@ -178,13 +183,19 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="steplake-bench-batches-"))
     try:
         console.print(f"[bold]steplake batch benchmark[/], tmp {tmp}")
-        n_traj, dt = build_pool(tmp / "pool.db", a.pool_steps)
-        console.print(f"  pool: {n_traj * STEPS_PER_TRAJ:,} steps / {n_traj:,} trajectories built in {dt:.0f} s")
+        pool = a.pool or tmp / "pool.db"
+        if pool.exists():
+            console.print(f"  pool: reusing {pool}")
+        else:
+            n_traj, dt = build_pool(pool, a.pool_steps)
+            console.print(f"  pool: {n_traj * STEPS_PER_TRAJ:,} steps / {n_traj:,} trajectories built in {dt:.0f} s")
         warm_up(tmp)
-        store = SqliteStore(tmp / "pool.db")
+        store = SqliteStore(pool)
         store.open()
         results = []
         try:
+            req = BatchIn(groups=a.groups, recipe="grpo", dry_run=True)  # untimed: warms SQLite's page cache
+            build_batch_answer(store, req, store.select_batch(req))
             for recipe in recipes:
                 results.append(bench_recipe(store, recipe, a.groups, a.reps, tmp))
                 console.print(f"  {recipe}: done")
