@@ -66,6 +66,18 @@ done
 ready || { echo "start_postgres.sh: server not accepting connections on 127.0.0.1:${PORT}" >&2; exit 1; }
 
 PSQL=("$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA)
+if ! PGPASSWORD=postgres "${PSQL[@]}" -c "SELECT 1" >/dev/null 2>&1; then
+  # a server we did not create answers on this port (e.g. Debian's own cluster, started by apt):
+  # set the postgres password through its local socket (peer authentication as the postgres user)
+  if [[ "$(id -u)" == "0" ]]; then
+    runuser -u postgres -- "$BIN/psql" -p "$PORT" -d postgres -qtA \
+      -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null 2>&1 || true
+  fi
+  PGPASSWORD=postgres "${PSQL[@]}" -c "SELECT 1" >/dev/null || {
+    echo "start_postgres.sh: cannot log in as postgres on 127.0.0.1:${PORT}; set STEPLAKE_PG_PORT to a free port" >&2
+    exit 1
+  }
+fi
 PGPASSWORD=postgres "${PSQL[@]}" -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
 if [[ "$FAST" == "1" ]]; then SYNC=off; else SYNC=on; fi
 PGPASSWORD=postgres "${PSQL[@]}" -c "ALTER SYSTEM SET fsync = ${SYNC}" -c "ALTER SYSTEM SET synchronous_commit = ${SYNC}" \
