@@ -33,7 +33,8 @@ SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "n
                     "x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
-OVERVIEW_TTL = 2.0
+OVERVIEW_TTL = 10.0
+OVERVIEW_MIN_AGE = 0.5
 MAX_POINTS = 500
 MAX_TOKENS = 50_000
 MAX_MATCHING = 100_000
@@ -90,21 +91,24 @@ async def get_overview(
 ) -> Response:
     if window / bucket > MAX_POINTS:
         raise ValidationError(f"window / bucket must be at most {MAX_POINTS} points", code="too_many_points")
+    """Recomputed when the pool changed since the last answer, at most once per ``OVERVIEW_MIN_AGE`` seconds,
+    and at least every ``OVERVIEW_TTL`` seconds (the time axis moves)."""
     state = request.app.state
+    pool = state.pool
     key = (window, bucket)
-    cache: dict[tuple[float, float], tuple[float, Json]] = state.__dict__.setdefault("_dashboard_cache", {})
+    cache: dict[tuple[float, float], tuple[float, Any, Json]] = state.__dict__.setdefault("_dashboard_cache", {})
     hit = cache.get(key)
     now = time.monotonic()
-    if hit is None or hit[0] < now:
-        pool = state.pool
+    if hit is None or now - hit[0] > OVERVIEW_TTL or (hit[1].is_set() and now - hit[0] > OVERVIEW_MIN_AGE):
+        marker = pool.change_marker()
         stats, agg = await asyncio.gather(pool.stats(), asyncio.to_thread(
             overview, pool.store, pool.policy_version, window, bucket))
         gateway = getattr(state, "gateway", None)
         stats["gateway"] = gateway.stats() if gateway is not None else None
-        hit = (now + OVERVIEW_TTL, {**agg, "stats": stats})
+        hit = (now, marker, {**agg, "stats": stats})
         cache.clear()
         cache[key] = hit
-    return _json(hit[1])
+    return _json(hit[2])
 
 
 @router.get("/api/v1/dashboard/tokens", summary="A step's tokens decoded one by one (token view)")

@@ -111,7 +111,10 @@ function exportResult(res) {
     h("div", { class: "card-head" }, h("h2", {}, "Export " + String(res.export_id ?? "")),
       href ? h("a", { class: "btn btn-primary", href, download: "", dataset: { testid: "download" } }, "Download") : h("span", { class: "muted" }, "no download link")),
     h("dl", { class: "kv" }, h("dt", {}, "path"), h("dd", { class: "mono" }, String(res.path ?? "–")),
-      h("dt", {}, "format"), h("dd", {}, String((res.manifest && res.manifest.format) || "–"))),
+      h("dt", {}, "format"), h("dd", {}, String((res.manifest && res.manifest.format) || "–")),
+      h("dt", {}, "content hash"), h("dd", { class: "mono" }, String((res.manifest && res.manifest.content_hash) || "–"))),
+    res.manifest && res.manifest.counts ? h("div", { class: "tiles" }, Object.entries(res.manifest.counts).map(([k, v]) =>
+      h("div", { class: "tile small" }, h("div", { class: "tile-label" }, k.replace(/_/g, " ")), h("div", { class: "tile-value" }, fmtNum(v))))) : null,
     h("h3", {}, "Manifest"), h("pre", { class: "json", id: "export-manifest" }, pretty(res.manifest)));
 }
 
