@@ -90,6 +90,7 @@ def _insert_sql(table: str, cols: list[str]) -> tuple[sql.Composed, sql.Composed
     ident = sql.Identifier(table)
     tmp = sql.Identifier(f"_migrate_{table}")
     names = sql.SQL(", ").join(map(sql.Identifier, cols))
+    tail: sql.Composable
     if table in OVERWRITE:
         key = OVERWRITE[table]
         sets = sql.SQL(", ").join(sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))

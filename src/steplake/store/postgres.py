@@ -108,7 +108,7 @@ class PostgresStore(PgReads, PgAppend):
             for sql in PG_MIGRATIONS[version:]:
                 for stmt in sql.split(";"):
                     if stmt.strip():
-                        conn.execute(stmt)  # type: ignore[call-overload]
+                        conn.execute(stmt)
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) ON CONFLICT (key)"
                          " DO UPDATE SET value = excluded.value", (str(PG_SCHEMA_VERSION),))
 

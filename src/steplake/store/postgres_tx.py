@@ -59,13 +59,13 @@ class Tx:
         self.counts: dict[str, int] = {}
 
     def q(self, sql: str, args: Any = ()) -> psycopg.Cursor[Any]:
-        return self.conn.execute(sql, args)  # type: ignore[arg-type]
+        return self.conn.execute(sql, args)
 
     def one(self, sql: str, args: Any = ()) -> Any:
-        return self.conn.execute(sql, args).fetchone()  # type: ignore[arg-type]
+        return self.conn.execute(sql, args).fetchone()
 
     def all(self, sql: str, args: Any = ()) -> list[Any]:
-        return self.conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+        return self.conn.execute(sql, args).fetchall()
 
     def lock(self, ids: Iterable[str]) -> None:
         """Take the advisory locks of these trajectories / groups, in one global order (no deadlocks between
