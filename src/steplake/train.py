@@ -8,10 +8,11 @@ GRPO/PPO-style clipped policy-gradient loss::
     from steplake.batches import tensorize
     from steplake.train import grpo_loss
 
-    batch = client.batches(channel="train", groups=8, recipe="grpo")       # or POST /api/v1/batches
+    batch = client.fetch_batch("train", groups=8, recipe="grpo")   # steplake.client; or POST /api/v1/batches
     tensors = tensorize(batch, backend="torch", pad_token_id=tok.pad_token_id or 0)
     loss, metrics = grpo_loss(model, tensors, clip_eps=0.2)
     loss.backward(); optimizer.step(); optimizer.zero_grad()
+    client.ack(batch["batch_id"])
 
 ``model`` is any Hugging Face-style causal LM: ``model(input_ids=..., attention_mask=...,
 position_ids=...)`` returns an object with ``.logits`` ``[B, L, V]``. torch is imported lazily (the
