@@ -72,7 +72,7 @@ def recompute_logprobs(model: Any, tensors: Mapping[str, Any], *, temperature: f
     if temperature != 1.0:
         logits = logits / temperature
     picked = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-    logprobs = picked - torch.logsumexp(logits, dim=-1)
+    logprobs: torch.Tensor = picked - torch.logsumexp(logits, dim=-1)
     mask = tensors.get("response_mask")
     if mask is None:
         return logprobs
