@@ -211,7 +211,11 @@ export function render(root, params) {
         h("dt", {}, "continuity"), h("dd", {}, t.n_fork ? badge(`${t.n_fork} fork`, "fork") : null, t.n_realigned ? badge(`${t.n_realigned} realigned`, "realigned") : null, !t.n_fork && !t.n_realigned ? badge("clean", "clean") : null),
         h("dt", {}, "created"), h("dd", {}, fmtTime(t.created_at)),
         h("dt", {}, "completed"), h("dd", {}, fmtTime(t.completed_at))),
-      cur.note ? h("div", { class: "note-text" }, "note: ", cur.note) : null);
+      cur.note ? h("div", { class: "note-text" }, "note: ", cur.note) : null,
+      steps.length > 1 ? h("div", { class: "step-strip", "aria-label": "steps" }, h("span", { class: "muted small" }, "jump to step"),
+        steps.map((s) => h("button", { type: "button", class: ["strip-step", "k-" + s.continuity], title: `step ${s.step_index}: ${s.continuity}`,
+          onclick: () => { const el = document.getElementById("step-" + s.step_index); if (el) el.scrollIntoView({ behavior: "smooth", block: "start" }); } },
+        String(s.step_index)))) : null);
     const stepsBox = h("div", { class: "steps" }, steps.length ? steps.map((s, i) => stepCard(s, i ? steps[i - 1] : null, reload,
       openTabs[s.step_id] || (params.tab && params.step === s.step_id ? params.tab : null))) : h("div", { class: "card empty" }, "No steps yet."));
     const side = h("aside", { class: "side" },
