@@ -56,7 +56,12 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
         from .store import open_store
 
         store = open_store(settings.db, settings)
-    pool = Pool(store, idle_timeout=settings.idle_timeout)
+    if settings.rewards:  # a bad reward configuration fails here, before anything is served
+        from .rewards import load_reward_spec
+
+        load_reward_spec(settings.rewards)
+    pool = Pool(store, idle_timeout=settings.idle_timeout, rewards=settings.rewards or None,
+                retention=settings.retention or None)
     gateway_cls = _gateway_class() if gateway else None
     gw = gateway_cls(settings, pool) if gateway_cls is not None else None
 

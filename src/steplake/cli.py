@@ -62,16 +62,12 @@ def _exit(code: int, standalone_mode: bool) -> int:
 def _parse_retention(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float] | None:
     if not values:
         return None
-    out: dict[str, float] = {}
-    for v in values:
-        channel, sep, days = v.partition("=")
-        try:
-            if not sep or not channel:
-                raise ValueError
-            out[channel] = float(days)
-        except ValueError:
-            raise click.BadParameter(f"expected CHANNEL=DAYS, got {v!r}") from None
-    return out
+    from .store.lifecycle import parse_retention
+
+    try:
+        return parse_retention(",".join(values))
+    except SteplakeError as e:
+        raise click.BadParameter(e.message) from None
 
 
 def _parse_json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any] | None:
@@ -322,6 +318,45 @@ def keys_revoke(key_id: str, db: str | None) -> None:
     if not done:
         raise ConfigError(f"no active key {key_id!r}")
     click.echo(f"revoked {key_id}")
+
+
+@cli.command()
+@db_option
+@click.option("--retention", multiple=True, callback=_parse_retention, metavar="CHANNEL=DAYS",
+              help="Days to keep per channel (repeatable; units d/h/m; '*' = every other channel). "
+                   "Default: the settings' retention.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+def prune(db: str | None, retention: dict[str, float] | None, dry_run: bool) -> None:
+    """Delete trajectories older than their channel's retention (open and leased ones are kept)."""
+    from .store.lifecycle import prune as run_prune
+
+    settings = build_settings({"db": db})
+    keep = retention or settings.retention
+    if not keep:
+        raise ConfigError("no retention given: use --retention CHANNEL=DAYS or set 'retention' in the config")
+    store = _open_db(db)
+    try:
+        done = run_prune(store, keep, dry_run=dry_run)
+    finally:
+        store.close()
+    for channel, n in sorted(done.items()):
+        click.echo(f"{channel}: {n} trajectories {'would be ' if dry_run else ''}deleted")
+
+
+@cli.command()
+@click.option("--from", "src", required=True, help="SQLite pool: path or sqlite:///path.")
+@click.option("--to", "dst", required=True, help="postgresql:// URL (?schema=name optional).")
+@click.option("--batch", default=1000, show_default=True, help="Rows per COPY batch.")
+@click.option("--no-events", is_flag=True, help="Do not copy the event feed.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def migrate(src: str, dst: str, batch: int, no_events: bool, quiet: bool) -> None:
+    """Copy a pool from SQLite to PostgreSQL without loss; run it again to resume."""
+    from .store.migrate import migrate as run_migrate
+
+    if not dst.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("--to must be a postgresql:// URL")
+    for table, n in run_migrate(src, dst, batch=batch, events=not no_events, progress=not quiet).items():
+        click.echo(f"{table}: {n}")
 
 
 def _attach_model_group() -> None:

@@ -37,8 +37,11 @@ class Pool:
     """Async API of the pool. Create with a store, then ``await start()``; ``await stop()`` at the end."""
 
     def __init__(self, store: Store, *, idle_timeout: float = 300.0, sweep_interval: float | None = None,
-                 event_poll_interval: float = 0.5, rewards: dict[str, Any] | None = None) -> None:
+                 event_poll_interval: float = 0.5, rewards: dict[str, Any] | None = None,
+                 retention: dict[str, float] | None = None, prune_interval: float = 3600.0) -> None:
         self.store = store
+        self.retention = retention or {}
+        self.prune_interval = prune_interval
         self.reward_config = rewards or {}
         self.rewarder: Any = None
         self.idle_timeout = idle_timeout
@@ -65,6 +68,8 @@ class Pool:
             self.rewarder = Rewarder(self, self.reward_config)
             self.rewarder.start(await self._run(self.store.last_event_id))
         self._tasks.append(asyncio.create_task(self._sweeper()))
+        if self.retention:
+            self._tasks.append(asyncio.create_task(self._pruner()))
         self._tasks.append(asyncio.create_task(self._event_ticker()))
 
     async def stop(self) -> None:
@@ -113,6 +118,19 @@ class Pool:
                     self.notify()
             except Exception:  # keep sweeping; the store logs details
                 log.exception("idle sweep failed")
+
+    async def _pruner(self) -> None:
+        from ..store.lifecycle import prune
+
+        while True:
+            try:
+                done = await self._run(prune, self.store, self.retention)
+                if any(done.values()):
+                    log.info("retention pruned %s", done)
+                    self.notify()
+            except Exception:
+                log.exception("retention prune failed")
+            await asyncio.sleep(self.prune_interval)
 
     async def _event_ticker(self) -> None:
         """Other processes (several servers on one database) write events too: poll for them."""

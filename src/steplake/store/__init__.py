@@ -16,7 +16,10 @@ def open_store(db: str, settings: Any = None) -> Store:
             from .postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"PostgreSQL store unavailable: {e}") from None
-        return PostgresStore(db)  # type: ignore[no-any-return]
+        pg = PostgresStore(db, commit_window_ms=window)
+        if settings is not None and getattr(settings, "rewards", None):
+            pg.reward_weights = _weights(settings.rewards)
+        return pg  # type: ignore[no-any-return]
     from .sqlite import SqliteStore
 
     path = db[len("sqlite:///"):] if db.startswith("sqlite:///") else db

@@ -17,7 +17,6 @@ from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, Json
 from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
 
-
 TRAJ_CACHE_LIMIT = 20_000
 GROUP_CACHE_LIMIT = 200_000
 

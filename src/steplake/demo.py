@@ -1,0 +1,251 @@
+"""``steplake demo``: real agents run through the gateway on embedded defaults.
+
+It starts ``steplake serve`` (SQLite file, the embedded SmolLM2 model as upstream, a ``final_answer``
+reward on channel ``train``), then runs arithmetic tasks: each task is a GRPO group of rollouts; half of
+the groups use an agent written with the ``openai`` SDK, half one written with the ``anthropic`` SDK. An
+agent asks the model, which must call a ``calculator`` tool; the agent runs the tool and sends the result
+back; the model answers. The agent then marks its trajectory complete; the server scores it in the
+background. A summary table and a GRPO batch preview close the run.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import Settings
+from .errors import ConfigError
+
+SYSTEM = ("You are a careful math assistant. Use the calculator tool for arithmetic, then give the result "
+          "as 'Answer: <number>'.")
+CALCULATOR = {"name": "calculator", "description": "Evaluate an arithmetic expression such as 37*3.",
+              "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                             "required": ["expression"]}}
+REWARDS = {"channels": {"train": {"functions": [{"name": "final_answer", "weight": 1.0}]}}}
+_OPS: dict[type, Callable[[Any, Any], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                                               ast.Div: operator.truediv}
+
+
+def calculator(expression: str) -> str:
+    """Evaluate + - * / on numbers; anything else is an error message (as a real tool would answer)."""
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return float(_OPS[type(node.op)](ev(node.left), ev(node.right)))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError("only numbers and + - * / are supported")
+    try:
+        v = ev(ast.parse(str(expression).replace("x", "*").replace("×", "*"), mode="eval").body)
+        return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
+    except (ValueError, SyntaxError, ZeroDivisionError, RecursionError) as e:
+        return f"error: {e}"
+
+
+def make_tasks(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(11, 49), rng.randint(2, 9)
+        op = rng.choice(["*", "+", "-"])
+        out.append({"question": f"What is {a}{op}{b}?", "ground_truth": str(eval(f"{a}{op}{b}"))})  # noqa: S307
+    return out
+
+
+def openai_agent(base_url: str, api_key: str, task: dict[str, Any], max_tokens: int, seed: int) -> str:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM},
+                                      {"role": "user", "content": task["question"]}]
+    tools = [{"type": "function", "function": CALCULATOR}]
+    first = client.chat.completions.create(
+        model="smollm2", messages=messages, tools=tools,  # type: ignore[arg-type]
+        tool_choice={"type": "function", "function": {"name": "calculator"}},
+        max_tokens=max_tokens, temperature=1.0, seed=seed)
+    msg = first.choices[0].message
+    messages.append(msg.model_dump(exclude_none=True))
+    for call in msg.tool_calls or []:
+        try:
+            args = json.loads(call.function.arguments)  # type: ignore[union-attr]
+            result = calculator(args.get("expression", ""))
+        except (ValueError, AttributeError):
+            result = "error: arguments are not valid JSON"
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    second = client.chat.completions.create(model="smollm2", messages=messages,  # type: ignore[arg-type]
+                                            max_tokens=max_tokens, temperature=1.0, seed=seed + 1)
+    return second.choices[0].message.content or ""
+
+
+def anthropic_agent(base_url: str, api_key: str, task: dict[str, Any], max_tokens: int, seed: int) -> str:
+    from anthropic import Anthropic
+
+    client = Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
+    tools = [{"name": CALCULATOR["name"], "description": CALCULATOR["description"],
+              "input_schema": CALCULATOR["parameters"]}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": task["question"]}]
+    first = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,  # type: ignore[arg-type]
+                                   tools=tools, tool_choice={"type": "tool", "name": "calculator"},  # type: ignore[arg-type]
+                                   max_tokens=max_tokens, extra_body={"temperature": 1.0})
+    messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]})
+    results = []
+    for block in first.content:
+        if block.type == "tool_use":
+            expr = block.input.get("expression", "") if isinstance(block.input, dict) else ""
+            results.append({"type": "tool_result", "tool_use_id": block.id, "content": calculator(str(expr))})
+    if results:
+        messages.append({"role": "user", "content": results})
+    else:
+        messages.append({"role": "user", "content": "Please give the final answer."})
+    second = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,  # type: ignore[arg-type]
+                                    max_tokens=max_tokens, extra_body={"temperature": 1.0})
+    return "".join(b.text for b in second.content if b.type == "text")
+
+
+def start_server(settings: Settings, workdir: Path, console: Console) -> tuple[subprocess.Popen[bytes], str]:
+    cfg = workdir / "demo-config.json"
+    cfg.write_text(json.dumps({"rewards": REWARDS}))
+    port = settings.port
+    cmd = [sys.executable, "-m", "steplake", "serve", "--db", settings.db, "--port", str(port),
+           "--host", settings.host, "--config", str(cfg), "--idle-timeout", str(settings.idle_timeout)]
+    for u in settings.upstream:
+        cmd += ["--upstream", u]
+    if settings.model_gguf:
+        cmd += ["--model-gguf", settings.model_gguf]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    log = open(workdir / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{port}"
+    with console.status("starting steplake serve and loading the embedded model (~30 s) ..."):
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise ConfigError(f"steplake serve exited with {proc.returncode}; see {workdir / 'server.log'}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    proc.kill()
+    raise ConfigError(f"the server did not become ready in 300 s; see {workdir / 'server.log'}")
+
+
+def run_rollouts(url: str, tasks: list[dict[str, Any]], rollouts: int, max_tokens: int,
+                 console: Console) -> list[dict[str, Any]]:
+    from .client import Client
+
+    client = Client(url)
+    jobs: list[tuple[str, str, dict[str, Any], str, int]] = []
+    for i, task in enumerate(tasks):
+        sdk = "openai" if i % 2 == 0 else "anthropic"
+        g = client.create_group(rollouts, metadata={"task": task["question"], "ground_truth": task["ground_truth"],
+                                                    "agent": f"calculator-{sdk}"})
+        for k, t in enumerate(g["trajectories"]):
+            base = t["base_url"] if sdk == "openai" else t["anthropic_base_url"]
+            jobs.append((sdk, base, task, t["trajectory_id"], 1000 * i + 10 * k))
+    results: list[dict[str, Any]] = []
+    with Progress(TextColumn("[bold]rollouts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        prog = bar.add_task("rollouts", total=len(jobs))
+
+        def run(job: tuple[str, str, dict[str, Any], str, int]) -> dict[str, Any]:
+            sdk, base, task, tid, seed = job
+            agent = openai_agent if sdk == "openai" else anthropic_agent
+            try:
+                answer, error = agent(base, "demo", task, max_tokens, seed), None
+            except Exception as e:  # an agent failure is data too; the run goes on
+                answer, error = "", f"{type(e).__name__}: {e}"
+            client.complete(tid)
+            bar.advance(prog)
+            return {"sdk": sdk, "trajectory_id": tid, "answer": answer, "error": error, **task}
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            results = list(ex.map(run, jobs))
+    client.close()
+    return results
+
+
+def summarize(url: str, results: list[dict[str, Any]], console: Console) -> None:
+    from .client import Client
+
+    client = Client(url)
+    deadline = time.time() + 60  # background rewards land right after completion
+    while time.time() < deadline:
+        ts = [client.get_trajectory(r["trajectory_id"], steps=False) for r in results]
+        if all(t["reward"] is not None for t in ts):
+            break
+        time.sleep(0.5)
+    stats = client.stats()
+    table = Table(title="steplake demo")
+    for col in ("agent SDK", "trajectories", "steps", "tokens", "mean reward", "clean", "realigned", "fork", "errors"):
+        table.add_column(col, justify="right" if col != "agent SDK" else "left")
+    for sdk in ("openai", "anthropic"):
+        mine = [r for r in results if r["sdk"] == sdk]
+        trajs = [client.get_trajectory(r["trajectory_id"]) for r in mine]
+        steps = [s for t in trajs for s in t["steps"]]
+        rewards = [t["reward"] for t in trajs if t["reward"] is not None]
+        cont = [s["continuity"] for s in steps]
+        table.add_row(sdk, str(len(trajs)), str(len(steps)),
+                      f"{sum(len(s['prompt_ids']) + len(s['response_ids']) for s in steps):,}",
+                      f"{sum(rewards) / len(rewards):.2f}" if rewards else "-", str(cont.count("clean")),
+                      str(cont.count("realigned")), str(cont.count("fork")), str(sum(1 for r in mine if r["error"])))
+    console.print(table)
+    batch = client.fetch_batch(groups=len({r["question"] for r in results}), recipe="grpo", dry_run=True)
+    bt = Table(title="GRPO batch preview (dry run)")
+    for col in ("task", "rewards", "advantages"):
+        bt.add_column(col)
+    for g in batch["groups"]:
+        ts = g["trajectories"]
+        task = ts[0]["metadata"].get("task", g["group_id"]) if ts else g["group_id"]
+        bt.add_row(task, " ".join(f"{t['reward']:.0f}" for t in ts), " ".join(f"{t['advantage']:+.2f}" for t in ts))
+    console.print(bt)
+    console.print(f"captures committed {stats['captures']['committed']}, failed {stats['captures']['failed']}; "
+                  f"excluded from the batch: {batch['excluded'] or 'nothing'}")
+    console.print(f"Dashboard: {url}/    API: {url}/api/v1/trajectories    OpenAPI: {url}/docs")
+    client.close()
+
+
+def run_demo(settings: Settings, *, keep_serving: bool = False, tasks: int = 4, rollouts: int = 4,
+             max_tokens: int = 48) -> None:
+    console = Console()
+    workdir = Path(tempfile.mkdtemp(prefix="steplake-demo-"))
+    if settings.db == Settings.model_fields["db"].default:
+        settings = settings.model_copy(update={"db": str(workdir / "demo.db")})
+    proc, url = start_server(settings, workdir, console)
+    console.print(f"[green]steplake serve[/] is up at {url} (db {settings.db}, log {workdir / 'server.log'})")
+    try:
+        results = run_rollouts(url, make_tasks(tasks), rollouts, max_tokens, console)
+        summarize(url, results, console)
+        if keep_serving:
+            console.print("[bold]--keep-serving[/]: the server stays up; Ctrl-C stops it.")
+            proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+__all__ = ["run_demo", "calculator", "make_tasks"]
