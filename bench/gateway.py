@@ -35,6 +35,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "gateway" / "fake_upstream.py"
+KEY = "sk-steplake-bench-0123456789abcdef"  # LiteLLM's master key; the others ignore it
 LITELLM_VENV = Path.home() / ".cache" / "steplake-bench" / "litellm-venv"
 
 
@@ -108,7 +109,7 @@ async def run_load(base: str, clients: int, duration: float, warmup: float = 1.0
     errors = 0
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, headers={"Content-Type": "application/json",
-                                                              "Authorization": "Bearer x"}) as s:
+                                                              "Authorization": f"Bearer {KEY}"}) as s:
         t_start = time.perf_counter()
         t_measure = t_start + warmup
         t_end = t_measure + duration
@@ -142,7 +143,7 @@ async def check_ids(base: str, n: int = 20) -> tuple[int, list[list[int]]]:
     """Stream n answers asking for token ids; count those whose ids are exactly the upstream's."""
     good = 0
     seen: list[list[int]] = []
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/json", "Authorization": "Bearer x"}) as s:
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}) as s:
         for i in range(n):
             ids: list[int] = []
             text = ""
@@ -182,7 +183,7 @@ async def bench(args: argparse.Namespace) -> None:
             if exe is not None:
                 procs.append(spawn([str(exe), "--model", "openai/fake-model", "--api_base",
                                     f"http://127.0.0.1:{up_port}/v1", "--port", str(ll_port), "--num_workers", "1"],
-                                   {"OPENAI_API_KEY": "x", "LITELLM_LOG": "ERROR"}, log=tmp / "litellm.log"))
+                                   {"OPENAI_API_KEY": "x", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": KEY}, log=tmp / "litellm.log"))
                 if await wait_http(f"http://127.0.0.1:{ll_port}/health/liveliness", 120):
                     targets["litellm"] = f"http://127.0.0.1:{ll_port}/v1"
                 else:

@@ -6,7 +6,7 @@ stops. So re-sent history is an exact extension (continuity ``clean``), like a w
 
 Magic markers in the last message pick a behaviour: ``[[500]]``, ``[[429]]``, ``[[kill]]`` (stream half
 of the answer then drop the connection), ``[[slow]]`` (sleep 3 s), ``[[noids]]`` (no token ids),
-``[[badids]]`` (one id fewer than usage says).
+``[[badids]]`` (one id fewer than usage says), ``[[drip]]`` (0.2 s between streamed chunks).
 Run alone: ``python tests/gateway/fake_upstream.py --port 8123``.
 """
 
@@ -130,7 +130,8 @@ class FakeUpstream:
             ids = [x[:-1] for x in ids]
         with_ids = body.get("return_token_ids") and "[[noids]]" not in marker
         if body.get("stream"):
-            return await self._stream_chat(request, body, prompt, answers, ids, with_ids, "[[kill]]" in marker)
+            return await self._stream_chat(request, body, prompt, answers, ids, with_ids, "[[kill]]" in marker,
+                                           "[[drip]]" in marker)
         choices = []
         for i, ((text, calls, finish), tids) in enumerate(zip(answers, ids, strict=True)):
             msg: dict[str, Any] = {"role": "assistant", "content": text or None, "reasoning_content": None}
@@ -155,8 +156,8 @@ class FakeUpstream:
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     async def _stream_chat(self, request: web.Request, body: dict[str, Any], prompt: list[int],
-                           answers: list[Any], ids: list[list[int]], with_ids: bool, kill: bool
-                           ) -> web.StreamResponse:
+                           answers: list[Any], ids: list[list[int]], with_ids: bool, kill: bool,
+                           drip: bool = False) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -178,6 +179,8 @@ class FakeUpstream:
                 if with_ids and i == 0 and k == 0:
                     chunk["prompt_token_ids"] = prompt
                 await send(chunk)
+                if drip:
+                    await asyncio.sleep(0.2)
                 if kill and k >= len(parts) // 2:
                     await asyncio.sleep(0.05)
                     assert request.transport is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -28,6 +29,7 @@ from .http import Protocol, steplake_error_response, upstream_error_response
 log = logging.getLogger("steplake.gateway")
 Json = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
+SWITCH_INTERVAL = 0.0005
 
 
 class Gateway:
@@ -49,11 +51,16 @@ class Gateway:
         self.index = ExchangeIndex()
         self.capturer = Capturer(pool, self.index, self.tokenizer, settings.capture_sync)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._switch: float | None = None
         self.router = APIRouter()
         self.router.routes.extend(self.routes())
 
     # lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        # The store's writer thread holds the GIL in bursts; with CPython's default 5 ms switch interval the
+        # event loop can wait that long for it between two requests. 0.5 ms bounds the wait (restored at stop).
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
         await self.client.start()
         if self.local is not None:
             up = self.upstreams.upstreams[0]
@@ -75,6 +82,8 @@ class Gateway:
                 await asyncio.wait_for(t, 5.0)
         await self.upstreams.stop()
         await self.client.stop()
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
 
     async def _watch_local(self, up: Upstream) -> None:
         assert self.local is not None and self.local.proc is not None
