@@ -29,16 +29,13 @@ from tests.conftest import free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-if not (Path(__file__).parents[1] / "fixtures_model.py").exists():  # the shared session fixture
-    pytest.skip("tests/fixtures_model.py (session fixture model_server) is not there", allow_module_level=True)
-
 N = 4
 REWARDS = [1.0, 1.0, 0.0, 0.0]  # hand-assigned: two positive, two negative advantages
 PROMPT = "Name a colour."
 
 
 @pytest.fixture(scope="module")
-def steplake_url(model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def steplake_url(model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The steplake app (API + gateway) in a uvicorn thread, its upstream the embedded model server."""
     import uvicorn
 
@@ -47,7 +44,7 @@ def steplake_url(model_server: Any, tmp_path_factory: pytest.TempPathFactory) ->
 
     port = free_port()
     db = tmp_path_factory.mktemp("grpo") / "pool.db"
-    app = create_app(Settings(db=str(db), port=port, upstream=[_url(model_server)], capture_sync=True))
+    app = create_app(Settings(db=str(db), port=port, upstream=[model_server], capture_sync=True))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -63,17 +60,10 @@ def steplake_url(model_server: Any, tmp_path_factory: pytest.TempPathFactory) ->
         thread.join(15)
 
 
-def _url(model_server: Any) -> str:
-    """The model server's base URL, whatever shape the shared fixture yields."""
-    for attr in ("url", "base_url", "root"):
-        if isinstance(getattr(model_server, attr, None), str):
-            return str(getattr(model_server, attr))
-    return str(model_server)
-
-
 @pytest.fixture(scope="module")
 def policy() -> Any:
-    """The same weights the model server samples from, float32, in this process."""
+    """The same weights the model server samples from, float32, in this process: a copy of its own (the
+    session's ``local_model`` is shared with other tests and must not be trained)."""
     from transformers import AutoModelForCausalLM
 
     from steplake.model import find_default_gguf
