@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -55,8 +55,8 @@ class Step(_In):
     group_id: RecordId | None = None
     step_index: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     channel: Name | None = None
-    prompt_ids: list[Int32] = Field(default_factory=list)
-    response_ids: list[Int32] = Field(default_factory=list)
+    prompt_ids: list[StrictInt] = Field(default_factory=list)
+    response_ids: list[StrictInt] = Field(default_factory=list)
     response_logprobs: list[float] | None = None
     token_source: TokenSource = "upstream"
     messages: list[dict[str, Any]] | None = None
@@ -76,6 +76,14 @@ class Step(_In):
     parent_step_id: str | None = None
     shared_prefix_len: int | None = None
     created_at: float | None = None
+
+    @field_validator("prompt_ids", "response_ids")
+    @classmethod
+    def _int32(cls, ids: list[int], info: ValidationInfo) -> list[int]:
+        if ids and (min(ids) < INT32_MIN or max(ids) > INT32_MAX):
+            bad = next(i for i, v in enumerate(ids) if v < INT32_MIN or v > INT32_MAX)
+            raise ValueError(f"{info.field_name}[{bad}] = {ids[bad]} is outside int32 [{INT32_MIN}, {INT32_MAX}]")
+        return ids
 
     @model_validator(mode="after")
     def _check_lengths(self) -> Step:
