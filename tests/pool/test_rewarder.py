@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from steplake.pool.pool import Pool
 from steplake.records import BatchIn, Step
-from steplake.store.sqlite import SqliteStore
+from tests.conftest import BACKENDS, make_store
 
 
 def answer_step(tid: str, text: str, truth: str) -> Step:
@@ -23,9 +25,10 @@ async def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-unty
         await asyncio.sleep(0.05)
 
 
-async def test_rewards_run_in_background_and_rerun_keeps_versions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_rewards_run_in_background_and_rerun_keeps_versions(tmp_path: Path, backend: str) -> None:
     config = {"channels": {"train": {"functions": [{"name": "final_answer", "version": "1"}]}}}
-    pool = Pool(SqliteStore(tmp_path / "p.db"), rewards=config)
+    pool = Pool(make_store(backend, tmp_path), rewards=config)
     await pool.start()
     try:
         await pool.create_trajectory("a", "G", 2)
