@@ -10,7 +10,7 @@ scope     may use
 agent     the gateway (``/v1/...``, ``/t/{id}/...``); ``POST /api/v1/trajectories``, ``/groups``, ``/steps``,
           ``/trajectories/{id}/complete``, ``/generate``, ``/feedback``
 trainer   every ``GET`` under ``/api/v1`` (keys excepted) and ``GET /metrics``; ``POST /api/v1/batches``,
-          ``/batches/{id}/ack``, ``/policy``, ``/rewards``, ``/exports``
+          ``/batches/{id}/ack``, ``/policy``, ``/rewards``, ``/rewards/run``, ``/exports``
 admin     everything (curation, deletes, keys, the dashboard)
 ========  ===============================================================================================
 
@@ -47,7 +47,8 @@ OPEN_EXACT = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/
 OPEN_PREFIXES = ("/dashboard", "/static/", "/assets/")
 AGENT_POSTS = frozenset({"/api/v1/trajectories", "/api/v1/groups", "/api/v1/steps", "/api/v1/generate",
                          "/api/v1/feedback"})
-TRAINER_POSTS = frozenset({"/api/v1/batches", "/api/v1/policy", "/api/v1/rewards", "/api/v1/exports"})
+TRAINER_POSTS = frozenset({"/api/v1/batches", "/api/v1/policy", "/api/v1/rewards", "/api/v1/rewards/run",
+                           "/api/v1/exports"})
 
 
 def required_scopes(method: str, path: str) -> frozenset[str] | None:

@@ -1,0 +1,183 @@
+"""``/api/v1/exports``: write an export on the server, list them, read a manifest, download the file.
+
+Exports live in a folder of their own, never at a client-supplied path: ``<db dir>/exports/`` for a
+SQLite pool, ``./steplake-exports/`` (the server's working directory) for PostgreSQL. Each export is a
+sub-folder named by its ``export_id`` (the request's ``name``, validated, or a generated id) holding the
+file (``<id>.jsonl`` / ``<id>.parquet`` / the ``<id>/`` dataset folder), its manifest and sidecars. The
+``hf`` download is a zip of the dataset folder, built on first download. The work runs in a worker
+thread (:func:`steplake.exports.export_pool`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from ..batches.manifest import manifest_path_for
+from ..config import Settings
+from ..errors import ConflictError, NotFoundError
+from ..exports import export_pool
+from ..records import Recipe
+from .common import documented_body, pool_of, settings_of
+from .params import Cursor, Limit
+from .responses import ok, read_model
+
+router = APIRouter(prefix="/api/v1", tags=["exports"])
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+Name = Annotated[str, Field(pattern=NAME_RE.pattern, description="Letters, digits, '_', '.', '-' (≤ 100).")]
+EXTENSIONS = {"jsonl": ".jsonl", "parquet": ".parquet", "hf": ""}
+
+
+class ExportIn(BaseModel):
+    """``POST /api/v1/exports``. Select by ``filters`` (+ ``channel``), by ``batch_id``, or reproduce
+    an earlier export (``from_manifest``: its export id)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["jsonl", "parquet", "hf"]
+    channel: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    filters: dict[str, Any] | None = None
+    recipe: Recipe | None = None
+    batch_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    from_manifest: Name | None = None
+    name: Name | None = None
+    include_open: bool = False
+    allow_changes: bool = False
+
+
+def exports_root(settings: Settings) -> Path:
+    """``<db dir>/exports`` for SQLite, ``./steplake-exports`` for PostgreSQL."""
+    db = settings.db
+    if db.startswith(("postgresql://", "postgres://")):
+        return Path.cwd() / "steplake-exports"
+    path = db[len("sqlite:///"):] if db.startswith("sqlite:///") else db
+    return Path(path).resolve().parent / "exports"
+
+
+def _valid_id(export_id: str) -> bool:
+    return NAME_RE.fullmatch(export_id) is not None  # no separators, no leading '.': stays in the folder
+
+
+def _file_of(root: Path, export_id: str, fmt: str) -> Path:
+    return root / export_id / f"{export_id}{EXTENSIONS[fmt]}"
+
+
+def _read_entry(root: Path, export_id: str) -> dict[str, Any] | None:
+    """The answer for one export, or None when ``export_id`` names no finished export."""
+    if not _valid_id(export_id):
+        return None
+    for fmt in EXTENSIONS:
+        mp = manifest_path_for(_file_of(root, export_id, fmt), fmt)
+        if mp.is_file():
+            manifest = orjson.loads(mp.read_bytes())
+            return {"export_id": export_id, "format": fmt, "path": manifest.get("path"), "manifest": manifest,
+                    "download_url": f"/api/v1/exports/{export_id}/download"}
+    return None
+
+
+def _new_id() -> str:
+    return time.strftime("exp-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+def _run_export(root: Path, store: Any, body: ExportIn) -> dict[str, Any]:
+    export_id = body.name or _new_id()
+    source = None
+    if body.from_manifest is not None:
+        src = _read_entry(root, body.from_manifest)
+        if src is None:
+            raise NotFoundError(f"export {body.from_manifest!r} not found", code="export_not_found")
+        source = manifest_path_for(_file_of(root, body.from_manifest, src["format"]), src["format"])
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / export_id
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        raise ConflictError(f"export {export_id!r} already exists", code="export_exists") from None
+    try:
+        export_pool(store, path=_file_of(root, export_id, body.format), format=body.format,
+                    channel=body.channel, filters=body.filters, recipe=body.recipe, batch_id=body.batch_id,
+                    from_manifest=source, include_open=body.include_open, allow_changes=body.allow_changes)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    entry = _read_entry(root, export_id)
+    assert entry is not None
+    return entry
+
+
+@router.post("/exports", openapi_extra=documented_body(ExportIn),
+             summary="Export steps (jsonl / parquet / hf) with a manifest; from_manifest reproduces one")
+async def post_export(request: Request) -> Response:
+    body = await read_model(request, ExportIn)
+    root = exports_root(settings_of(request))
+    return ok(await asyncio.to_thread(_run_export, root, pool_of(request).store, body))
+
+
+def _list(root: Path) -> list[dict[str, Any]]:
+    if not root.is_dir():
+        return []
+    entries = [e for d in root.iterdir() if d.is_dir() and (e := _read_entry(root, d.name)) is not None]
+    return sorted(entries, key=lambda e: (-float(e["manifest"].get("created_at") or 0), e["export_id"]))
+
+
+@router.get("/exports", summary="Exports on this server, newest first, with their manifests")
+async def list_exports(request: Request, cursor: Cursor = None, limit: Limit = 100) -> Response:
+    entries = await asyncio.to_thread(_list, exports_root(settings_of(request)))
+    start = int(cursor) if cursor and cursor.isdigit() else 0
+    page = entries[start:start + limit]
+    more = start + limit < len(entries)
+    return ok({"items": page, "next_cursor": str(start + limit) if more else None})
+
+
+async def _entry(request: Request, export_id: str) -> tuple[Path, dict[str, Any]]:
+    root = exports_root(settings_of(request))
+    entry = await asyncio.to_thread(_read_entry, root, export_id)
+    if entry is None:
+        raise NotFoundError(f"export {export_id!r} not found", code="export_not_found")
+    return root, entry
+
+
+@router.get("/exports/{export_id}", summary="One export and its manifest")
+async def get_export(request: Request, export_id: str) -> Response:
+    return ok((await _entry(request, export_id))[1])
+
+
+def _zip_folder(folder: Path) -> Path:
+    target = folder.with_name(folder.name + ".zip")
+    if target.is_file():
+        return target
+    tmp = folder.with_name(f".{folder.name}.zip.tmp-{secrets.token_hex(4)}")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, Path(folder.name) / p.relative_to(folder))
+    tmp.replace(target)
+    return target
+
+
+@router.get("/exports/{export_id}/download",
+            summary="The export's file (an hf dataset folder comes as a .zip)")
+async def download_export(request: Request, export_id: str) -> Response:
+    root, entry = await _entry(request, export_id)
+    path = _file_of(root, export_id, entry["format"])
+    if entry["format"] == "hf":
+        path = await asyncio.to_thread(_zip_folder, path)
+        return FileResponse(path, media_type="application/zip", filename=path.name)
+    media = "application/x-ndjson" if entry["format"] == "jsonl" else "application/vnd.apache.parquet"
+    return FileResponse(path, media_type=media, filename=path.name)
+
+
+__all__ = ["router", "ExportIn", "exports_root"]
