@@ -71,6 +71,10 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
         try:
             if gw is not None:
                 await gw.start()
+                if pool.rewarder is not None and gw.upstreams.upstreams:  # LLM judges use the gateway's upstream
+                    from .rewards import RewardEnv
+
+                    pool.rewarder.env = RewardEnv(llm_base_url=gw.upstreams.upstreams[0].v1)
             try:
                 yield
             finally:
