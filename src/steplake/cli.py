@@ -1,7 +1,7 @@
 """``steplake`` command line: a thin layer over the Python API.
 
-Commands: ``serve``, ``demo``, ``stats``, ``keys create|list|revoke`` and ``model serve`` (when the
-embedded-model package is importable). Every ``Settings`` field is a ``serve``/``demo`` flag and a
+Commands: ``serve``, ``demo``, ``stats``, ``keys create|list|revoke``, ``prune``, ``migrate``, ``export``,
+``rewards run`` and ``model serve`` (when the embedded-model package is importable). Every ``Settings`` field is a ``serve``/``demo`` flag and a
 ``STEPLAKE_<NAME>`` variable (flags win, then variables, then ``--config FILE``, then defaults).
 
 Errors (bad flag values, unreachable server, bad settings) print one line, ``steplake: error: ...``, on
@@ -357,6 +357,105 @@ def migrate(src: str, dst: str, batch: int, no_events: bool, quiet: bool) -> Non
         raise ConfigError("--to must be a postgresql:// URL")
     for table, n in run_migrate(src, dst, batch=batch, events=not no_events, progress=not quiet).items():
         click.echo(f"{table}: {n}")
+
+
+def _parse_filters(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+filter_option = click.option("--filter", "filters", multiple=True, callback=_parse_filters, metavar="KEY=VALUE",
+                             help="Trajectory filter (repeatable): status, quality, trainable, min_reward, agent, "
+                                  "group_id, since, until, trainable_only, quality_in=a,b ...")
+
+
+def _export_format(fmt: str | None, out: str, from_manifest: str | None) -> str:
+    if fmt:
+        return fmt
+    if from_manifest:
+        from .batches.manifest import read_manifest
+        from .exports import resolve_manifest
+
+        return read_manifest(resolve_manifest(from_manifest)).format
+    for suffix, name in ((".parquet", "parquet"), (".pq", "parquet"), (".jsonl", "jsonl")):
+        if out.endswith(suffix):
+            return name
+    raise ConfigError("give --format (jsonl, parquet or hf)")
+
+
+@cli.command("export")
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default=None,
+              help="Output format [default: from --out's suffix, or the manifest's].")
+@click.option("--out", required=True, help="File to write (a folder for hf).")
+@click.option("--channel", default=None, help="Only this channel.")
+@filter_option
+@click.option("--recipe", type=click.Choice(["grpo", "rloo", "reinforce_pp", "ppo", "dpo", "sft"]), default=None,
+              help="Fill the advantage column (grouped by group_id).")
+@click.option("--batch-id", default=None, help="Exactly the steps a recorded batch served.")
+@click.option("--from-manifest", default=None, help="Rebuild an earlier export (its manifest, folder or file).")
+@click.option("--include-open", is_flag=True, help="Include open trajectories (default: complete only).")
+@click.option("--allow-changes", is_flag=True, help="With --from-manifest: write even if the content changed.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def export_cmd(db: str | None, fmt: str | None, out: str, channel: str | None, filters: dict[str, str],
+               recipe: str | None, batch_id: str | None, from_manifest: str | None, include_open: bool,
+               allow_changes: bool, overwrite: bool) -> None:
+    """Export steps to JSONL, Parquet or a Hugging Face dataset folder, with a manifest (on the database)."""
+    from .batches.manifest import manifest_path_for
+    from .exports import export_pool
+
+    fmt = _export_format(fmt, out, from_manifest)
+    store = _open_db(db)
+    try:
+        m = export_pool(store, path=out, format=fmt, channel=channel, filters=filters, recipe=recipe,
+                        batch_id=batch_id, from_manifest=from_manifest, include_open=include_open,
+                        allow_changes=allow_changes, overwrite=overwrite)
+    finally:
+        store.close()
+    c = m.counts
+    click.echo(f"rows: {c.steps} ({c.trajectories} trajectories, {c.groups} groups, {c.tokens} tokens)")
+    click.echo(f"format: {m.format}\npath: {m.path}\ncontent_hash: {m.content_hash}")
+    click.echo(f"manifest: {manifest_path_for(m.path, m.format)}")
+    if from_manifest:
+        diff = m.selection.get("diff")
+        click.echo("matches the source manifest" if diff is None else f"changed since the manifest: {diff['counts']}")
+
+
+@cli.group()
+def rewards() -> None:
+    """Reward functions of a running server."""
+
+
+@rewards.command("run")
+@click.option("--url", envvar="STEPLAKE_URL", default="http://127.0.0.1:8000", show_default=True,
+              help="Server base URL [env STEPLAKE_URL].")
+@click.option("--api-key", envvar="STEPLAKE_API_KEY", default=None, help="API key [env STEPLAKE_API_KEY].")
+@click.option("--trajectory-id", "trajectory_ids", multiple=True, help="Trajectory to score (repeatable).")
+@click.option("--channel", default=None, help="Every complete trajectory of this channel.")
+@filter_option
+@click.option("--version", "version", default=None, help="Version recorded on the new values (old ones are kept).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def rewards_run(url: str, api_key: str | None, trajectory_ids: tuple[str, ...], channel: str | None,
+                filters: dict[str, str], version: str | None, as_json: bool) -> None:
+    """Score trajectories now with the server's reward functions (POST /api/v1/rewards/run)."""
+    from .client import Client
+
+    flt: dict[str, Any] | None = {**filters, **({"channel": channel} if channel else {})} or None
+    if not trajectory_ids and flt is None:
+        raise ConfigError("give --trajectory-id, --channel or --filter")
+    with Client(url, api_key=api_key, timeout=600.0) as client:
+        data = client.run_rewards(list(trajectory_ids) or None, filter=flt, version=version)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"scored: {data['scored']} values on {data.get('trajectories', '?')} trajectories")
+    for r in data["rewards"]:
+        click.echo(f"{r.get('trajectory_id') or r.get('step_id')}\t{r.get('name')}\t{r.get('version')}\t{r.get('value')}")
 
 
 def _attach_model_group() -> None:

@@ -17,8 +17,11 @@ that cannot be reached raises ``ServiceUnavailableError`` (code ``connection_err
 
 from __future__ import annotations
 
+import shutil
 import time
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -187,6 +190,29 @@ class _Endpoints(Generic[R]):
     def get_policy(self) -> R:
         return self._call("GET", f"{API}/policy")
 
+    # exports and reward runs
+    def create_export(self, format: str, *, channel: str | None = None, filters: dict[str, Any] | None = None,
+                      recipe: str | None = None, batch_id: str | None = None, from_manifest: str | None = None,
+                      name: str | None = None, include_open: bool = False, allow_changes: bool = False) -> R:
+        """Write an export on the server (``POST /exports``); ``from_manifest`` is an earlier export id."""
+        body = _clean({"format": format, "channel": channel, "filters": filters, "recipe": recipe,
+                       "batch_id": batch_id, "from_manifest": from_manifest, "name": name,
+                       "include_open": include_open or None, "allow_changes": allow_changes or None})
+        return self._call("POST", f"{API}/exports", body=body)
+
+    def list_exports(self, *, cursor: str | None = None, limit: int = 100) -> R:
+        return self._call("GET", f"{API}/exports", params={"cursor": cursor, "limit": limit})
+
+    def get_export(self, export_id: str) -> R:
+        return self._call("GET", f"{API}/exports/{export_id}", none_on_404=True)
+
+    def run_rewards(self, trajectory_ids: Sequence[str] | None = None, *, filter: dict[str, Any] | None = None,
+                    version: str | None = None) -> R:
+        """Score trajectories now with the server's reward functions; old versions are kept."""
+        body = _clean({"trajectory_ids": None if trajectory_ids is None else list(trajectory_ids),
+                       "filter": filter, "version": version})
+        return self._call("POST", f"{API}/rewards/run", body=body)
+
     # white-box generation, stats, keys
     def generate(self, prompt_ids: Sequence[int], sampling: dict[str, Any] | None = None, *,
                  trajectory_id: str | None = None, group_id: str | None = None,
@@ -239,6 +265,42 @@ def _params(params: dict[str, Any] | None) -> dict[str, Any] | None:
     if not params:
         return None
     return {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items() if v is not None}
+
+
+def _check_dest(dest: Path, overwrite: bool) -> Path:
+    if dest.exists() and not overwrite:
+        raise E.BadRequestError(f"{dest} already exists (pass overwrite=True to replace it)", code="exists")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest.with_name(f".{dest.name}.part")
+
+
+def _unzip_into(zip_path: Path, dest: Path) -> None:
+    """Extract an hf export's zip (one top folder) into ``dest``, refusing paths that leave it."""
+    with zipfile.ZipFile(zip_path) as z:
+        for info in z.infolist():
+            parts = PurePosixPath(info.filename).parts[1:]
+            if info.is_dir() or not parts:
+                continue
+            if any(p in ("", ".", "..") or "\\" in p for p in parts) or info.filename.startswith("/"):
+                raise E.BadRequestError(f"unsafe path in export archive: {info.filename!r}")
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, target.open("wb") as out:
+                shutil.copyfileobj(src, out)
+
+
+def _place_download(part: Path, dest: Path, content_type: str) -> Path:
+    """Move a finished download into place: a file as is, a zip (hf export) extracted into a folder."""
+    try:
+        if content_type.startswith("application/zip"):
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            _unzip_into(part, dest)
+        else:
+            part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
 
 
 class SSEParser:
@@ -335,6 +397,34 @@ class Client(_Endpoints[Any]):
             if not reconnect:
                 return
 
+    def export(self, format: str, path: str | Path | None = None, *, overwrite: bool = False,
+               **options: Any) -> Json:
+        """Write an export on the server (``create_export`` options) and, with ``path``, download it there
+        (an ``hf`` export becomes a dataset folder). The answer gains ``local_path``."""
+        answer: Json = self.create_export(format, **options)
+        if path is not None:
+            answer["local_path"] = str(self.download_export(answer["export_id"], path, overwrite=overwrite))
+        return answer
+
+    def download_export(self, export_id: str, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save an export's file at ``path`` (an ``hf`` export: extracted into the folder ``path``)."""
+        dest = Path(path)
+        part = _check_dest(dest, overwrite)
+        try:
+            with self._http.stream("GET", f"{API}/exports/{export_id}/download") as resp:
+                if resp.status_code >= 400:
+                    raise error_from_response(resp.status_code, resp.read())
+                with part.open("wb") as f:
+                    for chunk in resp.iter_bytes():
+                        f.write(chunk)
+        except httpx.TransportError as e:
+            part.unlink(missing_ok=True)
+            raise _unreachable(self.base_url, e) from e
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return _place_download(part, dest, resp.headers.get("content-type", ""))
+
     def close(self) -> None:
         self._http.close()
 
@@ -411,6 +501,33 @@ class AsyncClient(_Endpoints[Awaitable[Any]]):
                 continue
             if not reconnect:
                 return
+
+    async def export(self, format: str, path: str | Path | None = None, *, overwrite: bool = False,
+                     **options: Any) -> Json:
+        """As ``Client.export``."""
+        answer: Json = await self.create_export(format, **options)
+        if path is not None:
+            answer["local_path"] = str(await self.download_export(answer["export_id"], path, overwrite=overwrite))
+        return answer
+
+    async def download_export(self, export_id: str, path: str | Path, *, overwrite: bool = False) -> Path:
+        """As ``Client.download_export``."""
+        dest = Path(path)
+        part = _check_dest(dest, overwrite)
+        try:
+            async with self._http.stream("GET", f"{API}/exports/{export_id}/download") as resp:
+                if resp.status_code >= 400:
+                    raise error_from_response(resp.status_code, await resp.aread())
+                with part.open("wb") as f:
+                    async for chunk in resp.aiter_bytes():
+                        f.write(chunk)
+        except httpx.TransportError as e:
+            part.unlink(missing_ok=True)
+            raise _unreachable(self.base_url, e) from e
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return _place_download(part, dest, resp.headers.get("content-type", ""))
 
     async def aclose(self) -> None:
         await self._http.aclose()
