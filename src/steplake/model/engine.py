@@ -65,6 +65,10 @@ def _load_weights(path: Path) -> Any:
     elif path.suffix == ".gguf" and path.is_file():
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                      dtype=torch.float32, local_files_only=True)
+        # the weights are dequantized to plain float32: drop the GGUF marker so save_pretrained works
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     else:
         raise BadRequestError(f"{path} is neither a .gguf file nor a weights folder", code="invalid_weights")
     return model.to("cpu").eval()
@@ -154,15 +158,7 @@ class LocalModel:
         """Write the current weights as a Hugging Face folder (what ``reload`` accepts)."""
         self.load()
         with self._gen_lock:
-            config = self._model.config
-            saved = getattr(config, "quantization_config", None)
-            if saved is not None:  # weights are dequantized float32 now; do not claim GGUF
-                del config.quantization_config
-            try:
-                self._model.save_pretrained(str(folder))
-            finally:
-                if saved is not None:
-                    config.quantization_config = saved
+            self._model.save_pretrained(str(folder))
 
     # -- tokenizer -----------------------------------------------------------------------------------
     @property
