@@ -47,3 +47,29 @@ async def test_capture_sync_commits_before_answering(
     assert r.status_code == 200
     assert h.pool.captures.committed == 1  # no settling needed
     assert h.gw.stats()["capture"]["steps"] == 1
+
+
+async def test_fast_path_middleware_serves_gateway_paths_and_passes_others(harness: Harness) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from steplake.gateway import GatewayFastPath
+
+    app = FastAPI()
+
+    @app.get("/other")
+    async def other() -> dict[str, str]:
+        return {"ok": "app"}
+
+    app.add_middleware(GatewayFastPath, gateway=harness.gw)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+    r = await client.post("/t/fast-1/v1/chat/completions",
+                          json={"model": "m", "messages": [{"role": "user", "content": "fast"}]})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: fast"
+    assert (await client.get("/other")).json() == {"ok": "app"}
+    assert (await client.get("/v1/chat/completions")).status_code in (404, 405)  # not the gateway's method
+    r = await client.post("/v1/messages", content=b"{")
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    await client.aclose()
+    [step] = await harness.steps()
+    assert step["trajectory_id"] == "fast-1"

@@ -46,6 +46,6 @@ is sent as a last event (OpenAI ``data: {"error": ...}``, Anthropic ``event: err
 captured. Retries happen only before anything reached the agent, on another upstream.
 """
 
-from .core import Gateway
+from .core import Gateway, GatewayFastPath
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "GatewayFastPath"]
