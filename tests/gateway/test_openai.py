@@ -156,3 +156,23 @@ async def test_missing_and_inconsistent_ids_are_flagged(harness: Harness) -> Non
     assert any(w.startswith("ids_inconsistent") for w in steps[1]["provenance"]["warnings"])
     st = harness.gw.stats()
     assert st["ids_missing"] == 1 and st["ids_inconsistent"] == 1
+
+
+async def test_stream_with_a_long_prompt_keeps_all_ids(harness: Harness) -> None:
+    long = "x" * 200_000  # the first chunk's prompt_token_ids is far beyond aiohttp's 64 KiB line limit
+    msgs = [{"role": "user", "content": long}]
+    r = await harness.client.post("/v1/chat/completions", json={"model": "m", "messages": msgs, "stream": True})
+    assert sse(r.text)[-1] == "[DONE]"
+    [step] = await harness.steps()
+    assert step["prompt_ids"] == render(msgs)
+
+
+def test_llamacpp_style_ids_from_logprob_entries() -> None:
+    from steplake.gateway.tokens import AnswerAcc
+
+    acc = AnswerAcc()
+    acc.add({"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop",
+                          "logprobs": {"content": [{"id": 5, "token": "h", "logprob": -0.5},
+                                                   {"id": 9, "token": "i", "logprob": -0.25}]}}]}, "message")
+    ch = acc.ordered()[0]
+    assert ch.token_ids is None and ch.logprob_ids == [5, 9] and ch.logprobs == [-0.5, -0.25]

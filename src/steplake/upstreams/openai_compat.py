@@ -125,15 +125,23 @@ async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
     Raises UpstreamFailure(502/504) when the connection breaks or stalls mid-stream.
     """
+    buf = b""
     try:
-        async for raw in resp.content:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
+        # not ``async for line in resp.content``: aiohttp caps lines at 64 KiB, and a first chunk carrying
+        # a long prompt's prompt_token_ids is bigger than that
+        async for piece in resp.content.iter_any():
+            buf += piece
+            if b"\n" not in piece:
                 continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                return
-            yield payload
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return
+                yield payload
     except TimeoutError:
         raise UpstreamFailure(504, "upstream stalled mid-stream") from None
     except (aiohttp.ClientError, OSError) as e:
