@@ -1,6 +1,6 @@
 """Gateway benchmark: direct upstream vs steplake gateway (capture + durable SQLite on) vs LiteLLM's proxy.
 
-    python bench/gateway.py [--duration 5] [--clients 1,8,32] [--no-litellm] [--profile]
+    python bench/gateway.py [--duration 5] [--clients 1,8,32] [--no-litellm] [--fast-path] [--profile]
 
 Everything runs on this machine: a fast fake vLLM-shaped upstream that returns token ids
 (tests/gateway/fake_upstream.py, its own process), ``python -m steplake serve`` in front of it (its own
@@ -10,7 +10,8 @@ Each client sends sequential non-streamed chat completions for ``--duration`` se
 "ids preserved" streams 20 answers with ``return_token_ids`` and counts those whose streamed ids equal
 the upstream's; for steplake it also checks that every stored step has exactly those ids.
 Targets (DESIGN §3): added p50 ≤ 1 ms and p99 ≤ 5 ms at 1 client; ≥ 50 % of direct requests/s at 32.
-``--profile`` runs the gateway under cProfile for the 32-client run and prints the top functions.
+``--fast-path`` adds a target "steplake-fp": the same app with ``GatewayFastPath`` innermost (proxied calls
+skip the app's router). ``--profile`` runs the gateway under cProfile for the 32-client run and prints the top functions.
 """
 
 from __future__ import annotations
@@ -90,6 +91,20 @@ def ensure_litellm() -> Path | None:
         shutil.rmtree(LITELLM_VENV, ignore_errors=True)
         return None
     return exe if exe.exists() else None
+
+
+FAST_PATH_SERVER = """
+import sys, uvicorn
+from starlette.middleware import Middleware
+from steplake.app import create_app
+from steplake.config import Settings
+from steplake.gateway import GatewayFastPath
+port, db, up = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+app = create_app(Settings(port=port, db=db, upstream=[up]))
+app.user_middleware.append(Middleware(GatewayFastPath, gateway=app.state.gateway))  # innermost: after auth
+uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
+            access_log=False)
+"""
 
 
 # ---- load ---------------------------------------------------------------------------------------------------
@@ -178,6 +193,12 @@ async def bench(args: argparse.Namespace) -> None:
         procs.append(spawn(gw_cmd, log=tmp / "gateway.log"))
         assert await wait_http(f"http://127.0.0.1:{gw_port}/readyz", 60), "gateway did not become ready"
         targets = {"direct": f"http://127.0.0.1:{up_port}/v1", "steplake": f"http://127.0.0.1:{gw_port}/v1"}
+        if args.fast_path:
+            fp_port = free_port()
+            procs.append(spawn([sys.executable, "-c", FAST_PATH_SERVER, str(fp_port), str(tmp / "fp.db"),
+                                f"vllm+http://127.0.0.1:{up_port}"], log=tmp / "fast-path.log"))
+            assert await wait_http(f"http://127.0.0.1:{fp_port}/readyz", 60), "fast-path gateway did not start"
+            targets["steplake-fp"] = f"http://127.0.0.1:{fp_port}/v1"
         if not args.no_litellm:
             exe = ensure_litellm()
             if exe is not None:
@@ -251,6 +272,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     ap.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
+    ap.add_argument("--fast-path", action="store_true", help="also measure the app with GatewayFastPath")
     ap.add_argument("--profile", action="store_true", help="run the gateway under cProfile")
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
