@@ -180,3 +180,12 @@ def test_models_health_and_weight_reload(model_server: str, local_model: Any, tm
     assert ok.status_code == 200 and ok.json()["success"] is True
     resp = post(model_server, "/v1/chat/completions", {"messages": HI, "max_tokens": 4, "temperature": 0})
     assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"]
+
+
+def test_response_format_json_object(model_server: str) -> None:
+    body = {"messages": [{"role": "user", "content": "Give the capital of France as JSON."}], "max_tokens": 30,
+            "temperature": 0, "response_format": {"type": "json_object"}, "return_token_ids": True}
+    choice = post(model_server, "/v1/chat/completions", body).json()["choices"][0]
+    assert choice["message"]["content"].startswith("{")
+    if choice["finish_reason"] == "stop":
+        assert isinstance(json.loads(choice["message"]["content"]), dict) and choice["token_ids"][-1] == 2

@@ -60,6 +60,7 @@ def _load_weights(path: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    model: Any
     if path.is_dir():
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
     elif path.suffix == ".gguf" and path.is_file():

@@ -42,6 +42,9 @@ def _error(status: int, message: str, type_: str, code: str) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
+        if err.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON: {err.get('ctx', {}).get('error', 'decode error')}")
+            continue
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
         parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 import time
@@ -16,6 +17,8 @@ from ..errors import BadRequestError, ServiceUnavailableError
 from .decoding import FREE_PLAN, Generation, Segment, TokenPiece
 from .engine import LocalModel
 from .sampling import SamplingParams
+
+log = logging.getLogger(__name__)
 
 LOGPROB_FLOOR = -9999.0  # JSON has no -inf; vLLM reports this for impossible tokens
 
@@ -112,9 +115,10 @@ async def stream_pieces(model: LocalModel, prompt_ids: Sequence[int], params: Sa
 
     def work() -> None:
         try:
-            for piece in model.stream(prompt_ids, params, plan, cancel):
+            for n, piece in enumerate(model.stream(prompt_ids, params, plan, cancel), 1):
                 put(piece)
                 if cancel.is_set():
+                    log.debug("generation stopped after %d tokens", n)
                     break
         except BaseException as exc:  # handed to the consumer
             put(exc)
@@ -131,6 +135,7 @@ async def stream_pieces(model: LocalModel, prompt_ids: Sequence[int], params: Sa
                 raise item
             yield item
     finally:
+        log.debug("stream consumer done at %.3f", time.monotonic())
         cancel.set()
 
 
