@@ -118,12 +118,12 @@ def _run_export(root: Path, store: Any, body: ExportIn) -> dict[str, Any]:
     return entry
 
 
-@router.post("/exports", openapi_extra=documented_body(ExportIn),
+@router.post("/exports", status_code=201, openapi_extra=documented_body(ExportIn),
              summary="Export steps (jsonl / parquet / hf) with a manifest; from_manifest reproduces one")
 async def post_export(request: Request) -> Response:
     body = await read_model(request, ExportIn)
     root = exports_root(settings_of(request))
-    return ok(await asyncio.to_thread(_run_export, root, pool_of(request).store, body))
+    return ok(await asyncio.to_thread(_run_export, root, pool_of(request).store, body), 201)
 
 
 def _list(root: Path) -> list[dict[str, Any]]:
