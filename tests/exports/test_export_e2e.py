@@ -30,7 +30,7 @@ Json = dict[str, Any]
 CLEAN_ENV: dict[str, str | None] = {f"STEPLAKE_{n.upper()}": None for n in Settings.model_fields}
 
 
-def add_group(store: SqliteStore, gid: str, rewards: list[float], *, channel: str = "train",
+def add_group(store: Any, gid: str, rewards: list[float], *, channel: str = "train",
               complete: bool = True) -> list[str]:
     """A group of trajectories with two steps each (logprobs, a step reward), completed with rewards."""
     tids = []
@@ -53,10 +53,7 @@ def add_group(store: SqliteStore, gid: str, rewards: list[float], *, channel: st
     return tids
 
 
-@pytest.fixture
-def pool(tmp_path: Path) -> Any:
-    store = SqliteStore(tmp_path / "pool.db")
-    store.open()
+def seed(store: Any) -> Any:
     store.publish_policy(3, None, "v3")
     add_group(store, "g0", [1.0, 0.0])
     store.publish_policy(4, None, "v4")
@@ -64,7 +61,21 @@ def pool(tmp_path: Path) -> Any:
     add_group(store, "g2", [1.0], complete=False)  # open: not exported by default
     store.curate(CurationIn(step_ids=["g0-t0-s1"], quality="good", tags_add=["checked"], reviewer="ann"))
     store.curate(CurationIn(trajectory_ids=["g1-t2"], trainable=False, tags_add=["dup"]))
-    yield store
+    return store
+
+
+@pytest.fixture
+def any_pool(store: Any) -> Any:
+    """Every Store backend (tests/conftest.py), seeded."""
+    return seed(store)
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Any:
+    """A SqliteStore file the CLI opens too."""
+    store = SqliteStore(tmp_path / "pool.db")
+    store.open()
+    yield seed(store)
     store.close()
 
 
@@ -72,7 +83,8 @@ def cli_run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env=CLEAN_ENV)
 
 
-def test_parquet_read_back_equals_the_pool(pool: SqliteStore, tmp_path: Path) -> None:
+def test_parquet_read_back_equals_the_pool(any_pool: Any, tmp_path: Path) -> None:
+    pool = any_pool
     out = tmp_path / "out.parquet"
     m = export_pool(pool, path=out, format="parquet", recipe="grpo")
     table = pq.read_table(out)
@@ -104,7 +116,8 @@ def test_parquet_read_back_equals_the_pool(pool: SqliteStore, tmp_path: Path) ->
     assert content_hash(read_export(out)) == m.content_hash
 
 
-def test_filters_and_batch_selection(pool: SqliteStore, tmp_path: Path) -> None:
+def test_filters_and_batch_selection(any_pool: Any, tmp_path: Path) -> None:
+    pool = any_pool
     m = export_pool(pool, path=tmp_path / "a.jsonl", format="jsonl",
                     filters={"trainable_only": "true", "min_reward": "0.75"})
     assert sorted(r["step_id"] for r in read_export(tmp_path / "a.jsonl")) == ["g0-t0-s0", "g0-t0-s1"]
