@@ -61,7 +61,10 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
 
     async def make(upstream: list[str], **kw: Any) -> Harness:
         settings = Settings(upstream=upstream, db=str(tmp_path / "pool.db"), **kw)
-        pool = Pool(SqliteStore(tmp_path / "pool.db", commit_window_ms=2.0), idle_timeout=settings.idle_timeout)
+        # no periodic sweeps / event polls during a test: Pool.stop() may close the store while such a
+        # worker-thread read is still running (reported to the lead), which can crash SQLite
+        pool = Pool(SqliteStore(tmp_path / "pool.db", commit_window_ms=2.0), idle_timeout=settings.idle_timeout,
+                    sweep_interval=3600, event_poll_interval=3600)
         await pool.start()
         gw = Gateway(settings, pool, health_interval=0.5, ready_wait=3.0)
         await gw.start()
