@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import SteplakeError
 from ..pool.pool import Pool
-from ..records import Step
+from ..records import Step, StepResponse, TokenSource
 from ..upstreams.base import Upstream
 from ..upstreams.tokenizer import FallbackTokenizer
 from .attribution import Attribution, ExchangeIndex, exchange_hash, new_group_id, new_hex
@@ -146,13 +146,13 @@ class Capturer:
         if any(w.startswith(("ids_inconsistent", "logprobs_inconsistent")) for w in warnings):
             up.ids_inconsistent += 1
             self.counters.ids_inconsistent += 1
-        token_source = ("upstream" if all(v == "upstream" for v in sources.values())
-                        else "tokenizer" if all(sources.values()) else "text")
+        token_source: TokenSource = ("upstream" if all(v == "upstream" for v in sources.values())
+                                     else "tokenizer" if all(sources.values()) else "text")
         return Step(
             step_id="st_" + new_hex(), trajectory_id=ctx.trajectory_ids[i], group_id=ctx.group_id,
             channel=ctx.att.channel, prompt_ids=prompt or [], response_ids=resp or [],
             response_logprobs=logprobs if resp else None, token_source=token_source, messages=ctx.messages,
-            tools=ctx.tools, response=ch.response(), finish_reason=ch.finish_reason, model=ans.model,
+            tools=ctx.tools, response=StepResponse(**ch.response()), finish_reason=ch.finish_reason, model=ans.model,
             sampling=ctx.sampling, usage=ans.usage if single else None, latency_ms=latency,
             policy_version=self.pool.policy_version, metadata=ctx.att.metadata,
             provenance=self._provenance(ctx, up, sources, h, warnings, logprobs is not None),

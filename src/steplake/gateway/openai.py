@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -159,5 +159,4 @@ def _prompt_from_request(ans: AnswerAcc, body: Json) -> None:
         ans.prompt_ids = p
 
 
-Relay = Callable[..., AsyncIterator[bytes]]
 __all__ = ["OpenAIHandlers", "upstream_body", "stream_error_event"]
