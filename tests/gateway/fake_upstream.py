@@ -53,6 +53,7 @@ class FakeUpstream:
         self.reloaded: list[str] = []
         self.health_status = 200
         self.record = True
+        self.auth: str | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -115,6 +116,7 @@ class FakeUpstream:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
+        self.auth = request.headers.get("Authorization")
         if self.record:
             self.requests.append(body)
         msgs = body.get("messages") or []

@@ -131,3 +131,13 @@ async def test_capture_failure_never_breaks_the_call(harness: Harness) -> None:
     await harness.settle()
     assert harness.pool.captures.failed == 1
     harness.pool.store.open()
+
+
+async def test_upstream_key_from_the_url_is_sent_and_the_agent_key_is_not(
+        make_harness: Callable[..., Awaitable[Harness]], fake_up: FakeUpstreamThread) -> None:
+    h = await make_harness([fake_up.url.replace("http://", "vllm+http://sk-up@")])
+    r = await h.client.post(CHAT, json=user("k"), headers={"Authorization": "Bearer agent-key"})
+    assert r.status_code == 200 and fake_up.fake.auth == "Bearer sk-up"
+    h2 = await make_harness([fake_up.url])
+    await h2.client.post(CHAT, json=user("k"), headers={"Authorization": "Bearer agent-key"})
+    assert fake_up.fake.auth is None

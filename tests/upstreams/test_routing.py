@@ -15,6 +15,9 @@ def test_parse_specs() -> None:
     assert (u.root, u.kind, u.declared) == ("http://h:30000", "sglang", True)
     u = parse_upstream("http://h:8000")
     assert (u.root, u.kind, u.v1) == ("http://h:8000", None, "http://h:8000/v1")
+    u = parse_upstream("openai+https://sk-abc%2F1@api.example.com/v1")
+    assert u.root == "https://api.example.com" and u.extra["api_key"] == "sk-abc/1"
+    assert "sk-abc" not in str(u.as_dict())
     with pytest.raises(ConfigError):
         parse_upstream("ftp://x")
     with pytest.raises(ConfigError):

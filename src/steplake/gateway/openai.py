@@ -69,7 +69,7 @@ class OpenAIHandlers:
         await gw.upstreams.wait_ready()
         for up in gw.upstreams.candidates(None):
             try:
-                status, raw = await gw.client.get(up.v1 + "/models", timeout=10.0)
+                status, raw = await gw.client.get(up.v1 + "/models", timeout=10.0, up=up)
             except (aiohttp.ClientError, OSError, TimeoutError):
                 continue
             if status == 200:

@@ -20,7 +20,9 @@ prefix          what the gateway asks for and where it reads token ids
 
 Without a prefix the kind is detected once, at the first successful health check: ``GET /props``
 answering → llama.cpp, ``GET /get_model_info`` → SGLang, anything else → vLLM-style requests (vLLM, our
-model server and most servers that accept unknown fields). The URL may end in ``/v1`` or not.
+model server and most servers that accept unknown fields). The URL may end in ``/v1`` or not. An API key
+for the upstream goes in the URL's user part (``openai+https://sk-...@api.openai.com/v1``); it is sent as
+``Authorization: Bearer`` and never shown in stats. The agent's own key (a steplake key) is not forwarded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigError
 
@@ -88,10 +91,16 @@ def parse_upstream(spec: str) -> Upstream:
     if not s.startswith(("http://", "https://")):
         raise ConfigError(f"upstream {spec!r} must be an http(s) URL, optionally prefixed with one of "
                           f"{', '.join(k + '+' for k in KINDS)}")
-    root = s.rstrip("/")
+    parts = urlsplit(s)
+    key = unquote(parts.password or parts.username or "") if "@" in parts.netloc else ""
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    root = urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
     if root.endswith("/v1"):
         root = root[:-3]
-    return Upstream(root=root, kind=kind, declared=kind is not None)
+    up = Upstream(root=root, kind=kind, declared=kind is not None)
+    if key:
+        up.extra["api_key"] = key
+    return up
 
 
 class UpstreamFailure(Exception):

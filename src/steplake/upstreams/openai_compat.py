@@ -42,9 +42,11 @@ class UpstreamClient:
         assert self._session is not None, "upstream client not started"
         return self._session
 
-    async def get(self, url: str, timeout: float) -> tuple[int, bytes]:
+    async def get(self, url: str, timeout: float, up: Upstream | None = None) -> tuple[int, bytes]:
         """Plain GET for health checks and detection; raises aiohttp/timeout errors as they are."""
-        async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+        key = up.extra.get("api_key") if up is not None else None
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as r:
             return r.status, await r.read()
 
     async def post_json(self, up: Upstream, path: str, body: Json, timeout: float | None = None) -> Json:
@@ -72,6 +74,9 @@ class UpstreamClient:
         kw: dict[str, Any] = {}
         if timeout is not None:
             kw["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        key = up.extra.get("api_key")
+        if key:
+            headers = {**headers, "Authorization": f"Bearer {key}"}
         try:
             resp = await self.session.post(url, data=orjson.dumps(body), headers=headers, **kw)
         except TimeoutError:

@@ -63,9 +63,9 @@ class UpstreamPool:
         """One health check (and kind detection once healthy)."""
         was = up.healthy
         try:
-            status, _ = await self.client.get(up.root + "/health", timeout=3.0)
+            status, _ = await self.client.get(up.root + "/health", timeout=3.0, up=up)
             if status == 404:
-                status, _ = await self.client.get(up.v1 + "/models", timeout=3.0)
+                status, _ = await self.client.get(up.v1 + "/models", timeout=3.0, up=up)
         except Exception as e:  # unreachable, timeout, bad answer
             # the embedded model's process may still be starting (not listening yet)
             up.loading = up.local and "exited" not in up.extra
@@ -87,7 +87,7 @@ class UpstreamPool:
 
     async def _detect(self, up: Upstream) -> None:
         with contextlib.suppress(Exception):
-            status, raw = await self.client.get(up.v1 + "/models", timeout=3.0)
+            status, raw = await self.client.get(up.v1 + "/models", timeout=3.0, up=up)
             if status == 200:
                 data = orjson.loads(raw).get("data") or []
                 if data and isinstance(data[0], dict):
@@ -97,7 +97,7 @@ class UpstreamPool:
             return
         for path, kind in (("/props", "llamacpp"), ("/get_model_info", "sglang")):
             with contextlib.suppress(Exception):
-                status, _ = await self.client.get(up.root + path, timeout=3.0)
+                status, _ = await self.client.get(up.root + path, timeout=3.0, up=up)
                 if status == 200:
                     up.kind = kind
                     return
