@@ -81,7 +81,7 @@ def stop_server(server: Server) -> None:
         server.proc.wait(5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = tmp_path_factory.mktemp("dashboard") / "pool.db"
     gguf = embedded_gguf()
@@ -91,14 +91,14 @@ def dash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def producer(dash_server: Server) -> Iterator[Producer]:
     p = Producer(dash_server.url)
     yield p
     p.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
