@@ -270,7 +270,7 @@ class FakeUpstreamThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self._runner = web.AppRunner(self.fake.app(), access_log=None)
+        self._runner = web.AppRunner(self.fake.app(), access_log=None, shutdown_timeout=0.5)
         self.loop.run_until_complete(self._runner.setup())
         self.loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
