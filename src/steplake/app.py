@@ -97,6 +97,10 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
         app.include_router(gw.router)
     _mount_dashboard(app, settings)
     install_openapi(app)
+    if gw is not None:  # innermost: proxied calls skip the router, after auth and the body limit ran
+        from .gateway import GatewayFastPath
+
+        app.add_middleware(GatewayFastPath, gateway=gw)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=auth)
     app.add_middleware(RequestCounter, counts=counts)

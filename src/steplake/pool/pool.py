@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
@@ -51,6 +52,8 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
         self._policy: Json | None = None
         self.on_policy: list[Callable[[Json], Any]] = []  # gateway hooks (reload upstream weights)
 
@@ -81,10 +84,27 @@ class Pool:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
-        await self._run(self.store.close)
+        await self._drain()
+        await asyncio.to_thread(self.store.close)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run a store call in a worker thread, counted until the thread is done (even if we are cancelled)."""
+        with self._inflight_lock:
+            self._inflight += 1
+
+        def call() -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._inflight_lock:
+                    self._inflight -= 1
+        return await asyncio.to_thread(call)
+
+    async def _drain(self, timeout: float = 30.0) -> None:
+        """Wait for store calls still running in threads (their awaiting tasks may be cancelled)."""
+        deadline = time.monotonic() + timeout
+        while self._inflight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def notify(self) -> None:
         """Wake event subscribers and long-polling batch requests (thread-safe)."""
