@@ -10,9 +10,9 @@ from typing import Any
 
 import psycopg
 
-from ..errors import ValidationError
 from .base import Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, loads
+from .filters import parse_cursor, traj_where
 from .sqlite import (
     GROUP_COLS,
     STEP_COLS,
@@ -120,7 +120,7 @@ class PgReads:
         desc = filters.get("order", "asc" if filters.get("trajectory_id") else "desc") == "desc"
         if cursor is not None:
             where.append("seq < %s" if desc else "seq > %s")
-            args.append(_cursor(cursor))
+            args.append(parse_cursor(cursor))
         sql = f"SELECT {STEP_COLS if with_ids else STEP_META_COLS} FROM steps"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -143,11 +143,11 @@ class PgReads:
         return t
 
     def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
-        where, args = traj_where(filters)
+        where, args = traj_where(filters, "%s")
         desc = filters.get("order", "desc") == "desc"
         if cursor is not None:
             where.append("seq < %s" if desc else "seq > %s")
-            args.append(_cursor(cursor))
+            args.append(parse_cursor(cursor))
         sql = f"SELECT {TRAJ_COLS} FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._all(sql + f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s", [*args, limit + 1])
         more = len(rows) > limit
@@ -155,7 +155,7 @@ class PgReads:
         return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
 
     def trajectory_ids_matching(self, filters: Json, limit: int = 100_000) -> list[str]:
-        where, args = traj_where(filters)
+        where, args = traj_where(filters, "%s")
         sql = "SELECT trajectory_id FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
         return [r[0] for r in self._all(sql + " ORDER BY seq LIMIT %s", [*args, limit])]
 
@@ -177,7 +177,7 @@ class PgReads:
                 args.append(filters[col])
         if cursor is not None:
             where.append("seq < %s")
-            args.append(_cursor(cursor))
+            args.append(parse_cursor(cursor))
         sql = f"SELECT seq, {GROUP_COLS} FROM groups" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._all(sql + " ORDER BY seq DESC LIMIT %s", [*args, limit + 1])
         more = len(rows) > limit
@@ -263,46 +263,4 @@ def _with_ids(r: Sequence[Any], full: dict[str, tuple[bytes, bytes]]) -> Json:
     return d
 
 
-def _cursor(c: str) -> int:
-    try:
-        return int(c)
-    except ValueError:
-        raise ValidationError(f"invalid cursor {c!r}", code="invalid_cursor") from None
-
-
-def traj_where(filters: Json) -> tuple[list[str], list[Any]]:
-    """WHERE clauses of trajectory lists (the SQLite store's filters, PostgreSQL syntax)."""
-    where: list[str] = []
-    args: list[Any] = []
-    for col in ("channel", "group_id", "status", "quality", "agent"):
-        if filters.get(col) is not None:
-            where.append(f"{col} = %s")
-            args.append(filters[col])
-    if filters.get("trainable") is not None:
-        where.append("trainable = %s")
-        args.append(int(bool(filters["trainable"])))
-    for key, clause in (("min_reward", "reward >= %s"), ("max_reward", "reward <= %s"),
-                        ("since", "created_at >= %s"), ("until", "created_at <= %s")):
-        if filters.get(key) is not None:
-            where.append(clause)
-            args.append(float(filters[key]))
-    if filters.get("has_reward") is not None:
-        where.append("reward IS NOT NULL" if filters["has_reward"] else "reward IS NULL")
-    cont = filters.get("continuity")
-    if cont == "fork":
-        where.append("n_fork > 0")
-    elif cont == "realigned":
-        where.append("n_realigned > 0")
-    elif cont == "clean":
-        where.append("n_fork = 0 AND n_realigned = 0")
-    if filters.get("policy_version") is not None:
-        where.append("min_policy <= %s AND max_policy >= %s")
-        args += [int(filters["policy_version"])] * 2
-    if filters.get("q"):
-        where.append("trajectory_id IN (SELECT trajectory_id FROM steps"
-                     " WHERE strpos(lower(convert_from(doc, 'UTF8')), %s) > 0)")
-        args.append(str(filters["q"]).lower())
-    return where, args
-
-
-__all__ = ["PgReads", "traj_where"]
+__all__ = ["PgReads"]

@@ -15,6 +15,7 @@ from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
+from .filters import parse_cursor, traj_where
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .selection import select_groups
 from .sqlite_writes import SqliteWrites, TrajState, hash_secret
@@ -280,7 +281,7 @@ class SqliteStore(SqliteWrites):
         desc = filters.get("order", "asc" if filters.get("trajectory_id") else "desc") == "desc"
         if cursor is not None:
             where.append("seq < ?" if desc else "seq > ?")
-            args.append(_cursor(cursor))
+            args.append(parse_cursor(cursor))
         sql = f"SELECT {STEP_COLS if with_ids else STEP_META_COLS} FROM steps"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -331,11 +332,11 @@ class SqliteStore(SqliteWrites):
         return t
 
     def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
-        where, args = _traj_where(filters)
+        where, args = traj_where(filters)
         desc = filters.get("order", "desc") == "desc"
         if cursor is not None:
             where.append("seq < ?" if desc else "seq > ?")
-            args.append(_cursor(cursor))
+            args.append(parse_cursor(cursor))
         sql = f"SELECT {TRAJ_COLS} FROM trajectories"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -346,7 +347,7 @@ class SqliteStore(SqliteWrites):
         return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
 
     def trajectory_ids_matching(self, filters: Json, limit: int = 100_000) -> list[str]:
-        where, args = _traj_where(filters)
+        where, args = traj_where(filters)
         sql = "SELECT trajectory_id FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
         return [r[0] for r in self._reader().execute(sql + " LIMIT ?", [*args, limit]).fetchall()]
 
@@ -370,7 +371,7 @@ class SqliteStore(SqliteWrites):
                 args.append(filters[col])
         if cursor is not None:
             where.append("rowid < ?")
-            args.append(_cursor(cursor))
+            args.append(parse_cursor(cursor))
         sql = f"SELECT rowid, {GROUP_COLS} FROM groups" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._reader().execute(sql + " ORDER BY rowid DESC LIMIT ?", [*args, limit + 1]).fetchall()
         more = len(rows) > limit
@@ -530,54 +531,6 @@ class SqliteStore(SqliteWrites):
 
     def has_keys(self) -> bool:
         return self._reader().execute("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
-
-
-def _cursor(c: str) -> int:
-    try:
-        return int(c)
-    except ValueError:
-        from ..errors import ValidationError
-        raise ValidationError(f"invalid cursor {c!r}", code="invalid_cursor") from None
-
-
-def _traj_where(filters: Json) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
-    for col in ("channel", "group_id", "status", "quality", "agent"):
-        if filters.get(col) is not None:
-            where.append(f"{col} = ?")
-            args.append(filters[col])
-    if filters.get("trainable") is not None:
-        where.append("trainable = ?")
-        args.append(int(bool(filters["trainable"])))
-    if filters.get("min_reward") is not None:
-        where.append("reward >= ?")
-        args.append(float(filters["min_reward"]))
-    if filters.get("max_reward") is not None:
-        where.append("reward <= ?")
-        args.append(float(filters["max_reward"]))
-    if filters.get("has_reward") is not None:
-        where.append("reward IS NOT NULL" if filters["has_reward"] else "reward IS NULL")
-    cont = filters.get("continuity")
-    if cont == "fork":
-        where.append("n_fork > 0")
-    elif cont == "realigned":
-        where.append("n_realigned > 0")
-    elif cont == "clean":
-        where.append("n_fork = 0 AND n_realigned = 0")
-    if filters.get("policy_version") is not None:
-        where.append("min_policy <= ? AND max_policy >= ?")
-        args += [int(filters["policy_version"])] * 2
-    if filters.get("since") is not None:
-        where.append("created_at >= ?")
-        args.append(float(filters["since"]))
-    if filters.get("until") is not None:
-        where.append("created_at <= ?")
-        args.append(float(filters["until"]))
-    if filters.get("q"):
-        where.append("trajectory_id IN (SELECT trajectory_id FROM steps WHERE instr(lower(CAST(doc AS TEXT)), ?) > 0)")
-        args.append(str(filters["q"]).lower())
-    return where, args
 
 
 __all__ = ["SqliteStore"]

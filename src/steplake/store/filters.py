@@ -1,0 +1,58 @@
+"""List filters shared by the stores: trajectory WHERE clauses and cursors, in either placeholder style."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ValidationError
+from .base import Json
+
+# text search in a step's JSON document (messages, response, ...), per backend
+TEXT_SEARCH = {
+    "?": "instr(lower(CAST(doc AS TEXT)), ?) > 0",
+    "%s": "strpos(lower(convert_from(doc, 'UTF8')), %s) > 0",
+}
+
+
+def parse_cursor(c: str) -> int:
+    try:
+        return int(c)
+    except ValueError:
+        raise ValidationError(f"invalid cursor {c!r}", code="invalid_cursor") from None
+
+
+def traj_where(filters: Json, ph: str = "?") -> tuple[list[str], list[Any]]:
+    """WHERE clauses and arguments of a trajectory list; ``ph`` is the driver's placeholder."""
+    where: list[str] = []
+    args: list[Any] = []
+    for col in ("channel", "group_id", "status", "quality", "agent"):
+        if filters.get(col) is not None:
+            where.append(f"{col} = {ph}")
+            args.append(filters[col])
+    if filters.get("trainable") is not None:
+        where.append(f"trainable = {ph}")
+        args.append(int(bool(filters["trainable"])))
+    for key, clause in (("min_reward", "reward >="), ("max_reward", "reward <="), ("since", "created_at >="),
+                        ("until", "created_at <=")):
+        if filters.get(key) is not None:
+            where.append(f"{clause} {ph}")
+            args.append(float(filters[key]))
+    if filters.get("has_reward") is not None:
+        where.append("reward IS NOT NULL" if filters["has_reward"] else "reward IS NULL")
+    cont = filters.get("continuity")
+    if cont == "fork":
+        where.append("n_fork > 0")
+    elif cont == "realigned":
+        where.append("n_realigned > 0")
+    elif cont == "clean":
+        where.append("n_fork = 0 AND n_realigned = 0")
+    if filters.get("policy_version") is not None:
+        where.append(f"min_policy <= {ph} AND max_policy >= {ph}")
+        args += [int(filters["policy_version"])] * 2
+    if filters.get("q"):
+        where.append(f"trajectory_id IN (SELECT trajectory_id FROM steps WHERE {TEXT_SEARCH[ph]})")
+        args.append(str(filters["q"]).lower())
+    return where, args
+
+
+__all__ = ["traj_where", "parse_cursor", "TEXT_SEARCH"]
