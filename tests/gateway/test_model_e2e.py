@@ -164,13 +164,13 @@ def test_forced_tool_call_openai_then_tool_result(server: str, local_model: Any)
     forced = {"type": "function", "function": {"name": "calculator"}}
     msgs: list[Any] = [{"role": "user", "content": f"What is 37*3? ({uuid.uuid4().hex[:6]})"}]
     out = client.chat.completions.create(model="m", messages=msgs, tools=[CALC], tool_choice=forced,  # type: ignore[list-item,arg-type]
-                                         max_tokens=48)
+                                         max_tokens=64, temperature=0)
     call = out.choices[0].message.tool_calls[0]  # type: ignore[index]
     # a forced (named) tool choice ends with "stop" in OpenAI's API and vLLM; "auto" ones with "tool_calls"
     assert out.choices[0].finish_reason in ("tool_calls", "stop") and call.function.name == "calculator"  # type: ignore[union-attr]
     json.loads(call.function.arguments)  # type: ignore[union-attr]
     stream = client.chat.completions.create(model="m", messages=msgs, tools=[CALC], tool_choice=forced,  # type: ignore[list-item,arg-type]
-                                            max_tokens=48, stream=True)
+                                            max_tokens=64, temperature=0, stream=True)
     deltas = [tc for c in stream for ch in c.choices for tc in (ch.delta.tool_calls or [])]
     assert deltas and deltas[0].function.name == "calculator"  # type: ignore[union-attr]
     msgs2 = [*msgs, out.choices[0].message.model_dump(exclude_none=True),
@@ -201,12 +201,13 @@ def test_forced_tool_use_anthropic_whole_and_streamed(server: str) -> None:
     client = anthropic.Anthropic(base_url=server, api_key="x", max_retries=0)
     forced = {"type": "tool", "name": "calculator"}
     q = [{"role": "user", "content": f"What is 37*3? ({uuid.uuid4().hex[:6]})"}]
-    msg = client.messages.create(model="m", max_tokens=48, messages=q, tools=[CALC_ANTHROPIC],  # type: ignore[arg-type,list-item]
-                                 tool_choice=forced)  # type: ignore[arg-type]
+    greedy = {"temperature": 0}  # deterministic: a sampled argument string may run past max_tokens
+    msg = client.messages.create(model="m", max_tokens=64, messages=q, tools=[CALC_ANTHROPIC],  # type: ignore[arg-type,list-item]
+                                 tool_choice=forced, extra_body=greedy)  # type: ignore[arg-type]
     assert msg.stop_reason == "tool_use" and msg.content[-1].type == "tool_use"
     use = msg.content[-1]
-    with client.messages.stream(model="m", max_tokens=48, messages=q, tools=[CALC_ANTHROPIC],  # type: ignore[arg-type,list-item]
-                                tool_choice=forced) as s:  # type: ignore[arg-type]
+    with client.messages.stream(model="m", max_tokens=64, messages=q, tools=[CALC_ANTHROPIC],  # type: ignore[arg-type,list-item]
+                                tool_choice=forced, extra_body=greedy) as s:  # type: ignore[arg-type]
         final = s.get_final_message()
     assert final.stop_reason == "tool_use" and final.content[-1].type == "tool_use"
     nxt = [*q, {"role": "assistant", "content": [b.model_dump() for b in msg.content]},
