@@ -161,7 +161,14 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1]
+# v2: list pages filtered by status / quality / agent stay index-ordered by seq (no sort of the matches)
+SCHEMA_V2 = """
+CREATE INDEX IF NOT EXISTS traj_status_seq ON trajectories(status, seq);
+CREATE INDEX IF NOT EXISTS traj_quality_seq ON trajectories(quality, seq);
+CREATE INDEX IF NOT EXISTS traj_agent_seq ON trajectories(agent, seq);
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]

@@ -44,6 +44,10 @@ class _AppendCtx:
     existing: dict[str, bytes] = field(default_factory=dict)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[bytes, float]] = field(default_factory=list)
+    absent: set[str] = field(default_factory=set)  # trajectories known not to exist yet
+    new_trajs: list[tuple[Any, ...]] = field(default_factory=list)
+    traj_events: list[tuple[bytes, float]] = field(default_factory=list)
+    group_inc: dict[str, int] = field(default_factory=dict)
 
 
 def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes | None) -> bytes:
@@ -115,10 +119,34 @@ class SqliteWrites:
                                          "status": "open"}, now)
         return TrajState(gid, ch, "open", 0, -1, None, None)
 
-    def _traj_state(self, conn: sqlite3.Connection, tid: str, local: dict[str, TrajState]) -> TrajState | None:
+    def _open_deferred(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> TrajState:
+        """Open a trajectory for an appended step; its row and event are written at the next flush."""
+        tid, gid, ch = s.trajectory_id, s.group_id or s.trajectory_id, s.channel or DEFAULT_CHANNEL
+        self._ensure_group(conn, gid, ch, None, None, ctx.now)
+        meta = dict(s.metadata)
+        agent = meta.get("agent") if isinstance(meta.get("agent"), str) else None
+        ctx.new_trajs.append((tid, gid, ch, dumps(meta), agent, ctx.now, ctx.now))
+        ctx.group_inc[gid] = ctx.group_inc.get(gid, 0) + 1
+        ctx.traj_events.append((dumps({"trajectory_id": tid, "group_id": gid, "channel": ch, "status": "open"}),
+                                ctx.now))
+        ctx.absent.discard(tid)
+        return TrajState(gid, ch, "open", 0, -1, None, None)
+
+    def _prefetch_absent(self, conn: sqlite3.Connection, steps: Sequence[Step], ctx: _AppendCtx) -> None:
+        unknown = list({s.trajectory_id for s in steps if s.trajectory_id not in self._traj})
+        for k in range(0, len(unknown), 500):
+            chunk = unknown[k:k + 500]
+            q = f"SELECT trajectory_id FROM trajectories WHERE trajectory_id IN ({','.join('?' * len(chunk))})"
+            present = {r[0] for r in conn.execute(q, chunk)}
+            ctx.absent.update(t for t in chunk if t not in present)
+
+    def _traj_state(self, conn: sqlite3.Connection, tid: str, local: dict[str, TrajState],
+                    absent: set[str] | None = None) -> TrajState | None:
         st = local.get(tid) or self._traj.get(tid)
         if st is not None:
             return st
+        if absent is not None and tid in absent:
+            return None
         row = conn.execute("SELECT group_id, channel, status, next_index FROM trajectories WHERE trajectory_id = ?",
                            (tid,)).fetchone()
         if row is None:
@@ -172,22 +200,22 @@ class SqliteWrites:
             chunk = ids[k:k + 500]
             q = f"SELECT step_id, content_hash FROM steps WHERE step_id IN ({','.join('?' * len(chunk))})"
             ctx.existing.update({r[0]: bytes(r[1]) for r in conn.execute(q, chunk)})
+        self._prefetch_absent(conn, steps, ctx)
         try:
             for s in steps:
                 self._append_one(conn, s, ctx)
             self._flush(conn, ctx)
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"conflicting step in this batch: {e}", code="step_conflict") from None
-        for tid, d in ctx.tdelta.items():
-            conn.execute(
-                "UPDATE trajectories SET n_steps = n_steps + ?, next_index = MAX(next_index, ?), n_tokens = n_tokens + ?,"
-                " n_realigned = n_realigned + ?, n_fork = n_fork + ?, updated_at = ?,"
-                " last_finish_reason = COALESCE(?, last_finish_reason), last_tool_calls = COALESCE(?, last_tool_calls),"
-                " exchange_hash = COALESCE(?, exchange_hash),"
-                " min_policy = MIN(COALESCE(min_policy, ?), ?), max_policy = MAX(COALESCE(max_policy, ?), ?)"
-                " WHERE trajectory_id = ?",
-                (d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], now, d["finish"], d["tools"],
-                 d["xhash"], d["pmin"], d["pmin"], d["pmax"], d["pmax"], tid))
+        conn.executemany(
+            "UPDATE trajectories SET n_steps = n_steps + ?, next_index = MAX(next_index, ?), n_tokens = n_tokens + ?,"
+            " n_realigned = n_realigned + ?, n_fork = n_fork + ?, updated_at = ?,"
+            " last_finish_reason = COALESCE(?, last_finish_reason), last_tool_calls = COALESCE(?, last_tool_calls),"
+            " exchange_hash = COALESCE(?, exchange_hash),"
+            " min_policy = MIN(COALESCE(min_policy, ?), ?), max_policy = MAX(COALESCE(max_policy, ?), ?)"
+            " WHERE trajectory_id = ?",
+            [(d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], now, d["finish"], d["tools"],
+              d["xhash"], d["pmin"], d["pmin"], d["pmax"], d["pmax"], tid) for tid, d in ctx.tdelta.items()])
         self._count(conn, ctx.counts)
         for tid, st in ctx.local.items():  # most recently used last; trim the oldest
             self._traj.pop(tid, None)
@@ -199,6 +227,16 @@ class SqliteWrites:
         return ctx.res
 
     def _flush(self, conn: sqlite3.Connection, ctx: _AppendCtx) -> None:
+        if ctx.new_trajs:  # trajectories (and their "open" events) before their steps
+            conn.executemany(
+                "INSERT INTO trajectories(trajectory_id, group_id, channel, metadata, agent, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?)", ctx.new_trajs)
+            conn.executemany("UPDATE groups SET n_trajectories = n_trajectories + ? WHERE group_id = ?",
+                             [(n, g) for g, n in ctx.group_inc.items()])
+            conn.executemany("INSERT INTO events(kind, data, at) VALUES ('trajectory', ?, ?)", ctx.traj_events)
+            ctx.new_trajs.clear()
+            ctx.group_inc.clear()
+            ctx.traj_events.clear()
         if ctx.rows:
             conn.executemany(self._STEP_INSERT, ctx.rows)
             ctx.rows.clear()
@@ -208,9 +246,9 @@ class SqliteWrites:
 
     def _check_trajectory(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> TrajState:
         tid = s.trajectory_id
-        st = self._traj_state(conn, tid, ctx.local)
-        if st is None:  # its "open" event precedes its step events, which are inserted at flush
-            st = self._open_trajectory(conn, tid, s.group_id, None, s.channel, dict(s.metadata), ctx.now)
+        st = self._traj_state(conn, tid, ctx.local, ctx.absent)
+        if st is None:  # its row and "open" event are written at flush, before its steps
+            st = self._open_deferred(conn, s, ctx)
         elif st.status == "complete":
             raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps",
                                 code="trajectory_complete")
