@@ -73,7 +73,7 @@ def select_groups(store: Any, conn: sqlite3.Connection, request: BatchIn) -> Bat
             break
         offset += len(cands)
         for (gid,) in cands:
-            rows = conn.execute(f"SELECT {TRAJ_PICK} FROM trajectories WHERE group_id = ? AND status = 'complete'"
+            rows = conn.execute(f"SELECT {TRAJ_PICK} FROM trajectories INDEXED BY traj_group WHERE group_id = ? AND status = 'complete'"
                                 " ORDER BY seq", (gid,)).fetchall()
             kept = pick_group(request, rows, policy, excluded)
             if kept is not None:
