@@ -90,7 +90,7 @@ def openai_agent(base_url: str, api_key: str, task: dict[str, Any], max_tokens: 
         except (ValueError, AttributeError):
             result = "error: arguments are not valid JSON"
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-    second = client.chat.completions.create(model="smollm2", messages=messages,  # type: ignore[arg-type]
+    second = client.chat.completions.create(model="smollm2", messages=messages, tools=tools,  # type: ignore[arg-type]
                                             max_tokens=max_tokens, temperature=1.0, seed=seed + 1)
     return second.choices[0].message.content or ""
 
@@ -116,7 +116,8 @@ def anthropic_agent(base_url: str, api_key: str, task: dict[str, Any], max_token
     else:
         messages.append({"role": "user", "content": "Please give the final answer."})
     second = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,  # type: ignore[arg-type]
-                                    max_tokens=max_tokens, extra_body={"temperature": 1.0})
+                                    tools=tools, max_tokens=max_tokens,  # type: ignore[arg-type]
+                                    extra_body={"temperature": 1.0})
     return "".join(b.text for b in second.content if b.type == "text")
 
 
@@ -195,8 +196,8 @@ def summarize(url: str, results: list[dict[str, Any]], console: Console) -> None
         time.sleep(0.5)
     stats = client.stats()
     table = Table(title="steplake demo")
-    for col in ("agent SDK", "trajectories", "steps", "tokens", "mean reward", "clean", "realigned", "fork", "errors"):
-        table.add_column(col, justify="right" if col != "agent SDK" else "left")
+    for col in ("SDK", "traj", "steps", "tokens", "reward", "clean", "realign", "fork", "errors"):
+        table.add_column(col, justify="right" if col != "SDK" else "left")
     for sdk in ("openai", "anthropic"):
         mine = [r for r in results if r["sdk"] == sdk]
         trajs = [client.get_trajectory(r["trajectory_id"]) for r in mine]

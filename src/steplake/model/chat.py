@@ -97,9 +97,16 @@ def format_tool_call(call: Any, where: str) -> str:
     args: Any = fn.get("arguments", {})
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
+            parsed = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError:
-            pass  # rendered as the string it is
+            parsed = None  # rendered as the string it is
+        if isinstance(parsed, dict) and args.strip():
+            # verbatim: the text the model sampled renders back to the same text, so the next turn's prompt
+            # extends this turn's tokens (clean continuity) instead of a re-serialized variant (a fork)
+            name = json.dumps(fn["name"], ensure_ascii=False)
+            return f'<tool_call>{{"name": {name}, "arguments": {args.strip()}}}</tool_call>'
+        if parsed is not None:
+            args = parsed
     body = json.dumps({"name": fn["name"], "arguments": args}, ensure_ascii=False)
     return f"<tool_call>{body}</tool_call>"
 

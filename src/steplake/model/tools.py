@@ -16,6 +16,7 @@ function's ``parameters`` schema, then ``}</tool_call>`` and the end-of-turn tok
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -118,10 +119,33 @@ def _to_call(value: Any) -> tuple[ToolCall, str | None]:
     return ToolCall(value["name"], json.dumps(args, ensure_ascii=False)), note
 
 
+def _raw_arguments(body: str, args: Any) -> str | None:
+    """The arguments object exactly as written in ``body`` (when it parses to ``args``), else None."""
+    key = body.find('"arguments"')
+    if key < 0:
+        return None
+    colon = body.find(":", key + len('"arguments"'))
+    if colon < 0:
+        return None
+    start = colon + 1
+    while start < len(body) and body[start] in " \t\n\r":
+        start += 1
+    try:
+        value, end = json.JSONDecoder().raw_decode(body, start)
+    except json.JSONDecodeError:
+        return None
+    return body[start:end] if value == args and isinstance(value, dict) else None
+
+
 def parse_body(body: str) -> tuple[ToolCall, list[str]]:
-    """One ``<tool_call>`` body → ToolCall (raises ``ValueError`` when unrecoverable)."""
+    """One ``<tool_call>`` body → ToolCall (raises ``ValueError`` when unrecoverable). Arguments written
+    as clean JSON keep their exact text, so rendering the call back gives the sampled text."""
     value, note = repair_json(body)
     call, note2 = _to_call(value)
+    if note is None and note2 is None and isinstance(value, dict):
+        raw = _raw_arguments(body, value.get("arguments"))
+        if raw is not None:
+            call = dataclasses.replace(call, arguments=raw)
     return call, [n for n in (note, note2) if n]
 
 
