@@ -86,7 +86,7 @@ def test_request_translation() -> None:
                                                   {"type": "text", "text": "thanks"}]}]})
     assert chat["messages"][0] == {"role": "system", "content": "S"}
     assert chat["messages"][2]["tool_calls"][0]["function"] == {"name": "calculator",
-                                                                 "arguments": '{"expression":"1"}'}
+                                                                 "arguments": '{"expression": "1"}'}
     assert chat["messages"][3] == {"role": "tool", "tool_call_id": "t1", "content": "1"}
     assert chat["messages"][4] == {"role": "user", "content": "thanks"}
     assert chat["tool_choice"] == "required" and chat["stop"] == ["END"] and chat["max_tokens"] == 9

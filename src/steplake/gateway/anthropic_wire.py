@@ -3,6 +3,7 @@ where exact token ids are available; see UPSTREAMS.md)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -41,7 +42,7 @@ def messages_to_chat(body: Json) -> list[Json]:
 def assistant_blocks_to_chat(blocks: list[Json]) -> Json:
     text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
     calls = [{"id": b.get("id"), "type": "function",
-              "function": {"name": b.get("name"), "arguments": orjson.dumps(b.get("input") or {}).decode()}}
+              "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False)}}
              for b in blocks if b.get("type") == "tool_use"]
     msg: Json = {"role": "assistant", "content": text if text or not calls else None}
     if calls:
