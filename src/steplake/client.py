@@ -363,6 +363,24 @@ class Client(_Endpoints[Any]):
     def iter_steps(self, **filters: Any) -> Iterator[Json]:
         yield from self._iterate(self.list_steps, filters)
 
+    def iter_batches(self, *, max_batches: int | None = None, idle_timeout: float | None = 60.0,
+                     wait_seconds: float = 30.0, **fetch: Any) -> Iterator[Json]:
+        """Batches for a training loop: each one is acked when the loop asks for the next, i.e. after its
+        optimizer step; if the loop body raises, it is not acked and is served again after its lease.
+        Stops after ``max_batches``, or when no group became ready for ``idle_timeout`` seconds (None:
+        wait forever). ``fetch`` takes the arguments of :meth:`fetch_batch` (recipe, groups, tensors...)."""
+        served, idle_since = 0, time.monotonic()
+        while max_batches is None or served < max_batches:
+            batch = self.fetch_batch(wait_seconds=wait_seconds, **fetch)
+            if not batch["groups"]:
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    return
+                continue
+            yield batch
+            if batch.get("batch_id"):
+                self.ack(batch["batch_id"])
+            served, idle_since = served + 1, time.monotonic()
+
     @staticmethod
     def _iterate(list_fn: Callable[..., Any], filters: dict[str, Any]) -> Iterator[Json]:
         cursor = filters.pop("cursor", None)
@@ -457,6 +475,21 @@ class AsyncClient(_Endpoints[Awaitable[Any]]):
     def _call(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
               none_on_404: bool = False, after: Callable[[Any], Any] | None = None) -> Awaitable[Any]:
         return self._request(method, path, body, params, none_on_404, after)
+
+    async def iter_batches(self, *, max_batches: int | None = None, idle_timeout: float | None = 60.0,
+                           wait_seconds: float = 30.0, **fetch: Any) -> AsyncIterator[Json]:
+        """Async twin of :meth:`Client.iter_batches` (ack after the loop body, none when it raises)."""
+        served, idle_since = 0, time.monotonic()
+        while max_batches is None or served < max_batches:
+            batch = await self.fetch_batch(wait_seconds=wait_seconds, **fetch)
+            if not batch["groups"]:
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    return
+                continue
+            yield batch
+            if batch.get("batch_id"):
+                await self.ack(batch["batch_id"])
+            served, idle_since = served + 1, time.monotonic()
 
     async def iter_trajectories(self, **filters: Any) -> AsyncIterator[Json]:
         async for item in self._iterate(self.list_trajectories, filters):
