@@ -73,24 +73,24 @@ def make_tasks(n: int, seed: int = 7) -> list[dict[str, Any]]:
 def openai_agent(base_url: str, api_key: str, task: dict[str, Any], max_tokens: int, seed: int) -> str:
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
+    client: Any = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM},
                                       {"role": "user", "content": task["question"]}]
     tools = [{"type": "function", "function": CALCULATOR}]
     first = client.chat.completions.create(
-        model="smollm2", messages=messages, tools=tools,  # type: ignore[arg-type]
+        model="smollm2", messages=messages, tools=tools,
         tool_choice={"type": "function", "function": {"name": "calculator"}},
         max_tokens=max_tokens, temperature=1.0, seed=seed)
     msg = first.choices[0].message
     messages.append(msg.model_dump(exclude_none=True))
     for call in msg.tool_calls or []:
         try:
-            args = json.loads(call.function.arguments)  # type: ignore[union-attr]
+            args = json.loads(call.function.arguments)
             result = calculator(args.get("expression", ""))
         except (ValueError, AttributeError):
             result = "error: arguments are not valid JSON"
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-    second = client.chat.completions.create(model="smollm2", messages=messages, tools=tools,  # type: ignore[arg-type]
+    second = client.chat.completions.create(model="smollm2", messages=messages, tools=tools,
                                             max_tokens=max_tokens, temperature=1.0, seed=seed + 1)
     return second.choices[0].message.content or ""
 
@@ -98,12 +98,12 @@ def openai_agent(base_url: str, api_key: str, task: dict[str, Any], max_tokens: 
 def anthropic_agent(base_url: str, api_key: str, task: dict[str, Any], max_tokens: int, seed: int) -> str:
     from anthropic import Anthropic
 
-    client = Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
+    client: Any = Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
     tools = [{"name": CALCULATOR["name"], "description": CALCULATOR["description"],
               "input_schema": CALCULATOR["parameters"]}]
     messages: list[dict[str, Any]] = [{"role": "user", "content": task["question"]}]
-    first = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,  # type: ignore[arg-type]
-                                   tools=tools, tool_choice={"type": "tool", "name": "calculator"},  # type: ignore[arg-type]
+    first = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,
+                                   tools=tools, tool_choice={"type": "tool", "name": "calculator"},
                                    max_tokens=max_tokens, extra_body={"temperature": 1.0})
     messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]})
     results = []
@@ -115,8 +115,8 @@ def anthropic_agent(base_url: str, api_key: str, task: dict[str, Any], max_token
         messages.append({"role": "user", "content": results})
     else:
         messages.append({"role": "user", "content": "Please give the final answer."})
-    second = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,  # type: ignore[arg-type]
-                                    tools=tools, max_tokens=max_tokens,  # type: ignore[arg-type]
+    second = client.messages.create(model="smollm2", system=SYSTEM, messages=messages,
+                                    tools=tools, max_tokens=max_tokens,
                                     extra_body={"temperature": 1.0})
     return "".join(b.text for b in second.content if b.type == "text")
 

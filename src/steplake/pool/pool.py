@@ -63,7 +63,7 @@ class Pool:
         self._changed = asyncio.Event()
         await self._run(self.store.open)
         if hasattr(self.store, "on_commit"):
-            self.store.on_commit = self.notify  # type: ignore[attr-defined]
+            self.store.on_commit = self.notify
         self._policy = await self._run(self.store.get_policy)
         if self.reward_config:
             from .rewarder import Rewarder

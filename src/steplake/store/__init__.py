@@ -19,7 +19,7 @@ def open_store(db: str, settings: Any = None) -> Store:
         pg = PostgresStore(db, commit_window_ms=window)
         if settings is not None and getattr(settings, "rewards", None):
             pg.reward_weights = _weights(settings.rewards)
-        return pg  # type: ignore[no-any-return]
+        return pg
     from .sqlite import SqliteStore
 
     path = db[len("sqlite:///"):] if db.startswith("sqlite:///") else db
