@@ -109,7 +109,10 @@ def check_exact(step: dict[str, Any], prompt_ids: list[int], ids: list[int], loc
     if finish == "stop":
         assert ids[-1] in local_model.eos_token_ids
     again = local_model.compute_logprobs(step["prompt_ids"], step["response_ids"])
-    assert max(abs(a - b) for a, b in zip(again, step["response_logprobs"], strict=True)) < 1e-3
+    diffs = sorted(abs(a - b) for a, b in zip(again, step["response_logprobs"], strict=True))
+    # typically ~2e-5 (KV-cached decoding vs one forward pass, two processes); one CI run of four saw a
+    # single token at 1.1e-3, so the bound on the worst token is 2e-3 and the typical one stays tight
+    assert diffs[-1] < 2e-3 and diffs[len(diffs) // 2] < 1e-4, diffs
     assert step["provenance"]["upstream_kind"] == "steplake" and step["provenance"]["warnings"] == []
 
 

@@ -30,6 +30,7 @@ from ..config import Settings
 from ..errors import ConflictError, NotFoundError
 from ..exports import export_pool
 from ..records import Recipe
+from ..store.filters import parse_cursor
 from .common import documented_body, pool_of, settings_of
 from .params import Cursor, Limit
 from .responses import ok, read_model
@@ -136,7 +137,7 @@ def _list(root: Path) -> list[dict[str, Any]]:
 @router.get("/exports", summary="Exports on this server, newest first, with their manifests")
 async def list_exports(request: Request, cursor: Cursor = None, limit: Limit = 100) -> Response:
     entries = await asyncio.to_thread(_list, exports_root(settings_of(request)))
-    start = int(cursor) if cursor and cursor.isdigit() else 0
+    start = max(0, parse_cursor(cursor)) if cursor else 0  # "¹".isdigit() is True: parse, 422 if not an int
     page = entries[start:start + limit]
     more = start + limit < len(entries)
     return ok({"items": page, "next_cursor": str(start + limit) if more else None})
