@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import ConflictError
 from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, Step
+from .accounting import account_step
 from .base import AppendResult, Json
 from .codec import dumps, floats_to_bytes, ids_to_bytes
 from .postgres_tx import Tx
@@ -194,22 +195,7 @@ class _AppendCtx:
 
     def account(self, s: Step, tid: str, st: PgTraj, index: int, continuity: str, shared: int, policy: int,
                 step_id: str, tx: Tx) -> None:
-        d = self.tdelta.setdefault(tid, {"n": 0, "next": 0, "tokens": 0, "realigned": 0, "fork": 0, "finish": None,
-                                         "tools": None, "xhash": None, "pmin": policy, "pmax": policy})
-        d["n"] += 1
-        d["next"] = max(d["next"], index + 1)
-        d["tokens"] += len(s.prompt_ids) - shared + len(s.response_ids)
-        d["realigned"] += continuity == "realigned"
-        d["fork"] += continuity == "fork"
-        if index + 1 >= st.next_index:
-            d["finish"], d["tools"] = s.finish_reason, int(bool(s.response and s.response.tool_calls))
-            d["xhash"] = s.provenance.get("exchange_hash") or d["xhash"]
-        d["pmin"], d["pmax"] = min(d["pmin"], policy), max(d["pmax"], policy)
-        c = self.counts
-        c["steps"] += 1
-        c[f"continuity_{continuity}"] = c.get(f"continuity_{continuity}", 0) + 1
-        c["prompt_tokens"] += len(s.prompt_ids)
-        c["response_tokens"] += len(s.response_ids)
+        account_step(self.tdelta, self.counts, s, tid, index, st.next_index, continuity, shared, policy)
         tx.event("step", {"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id, "step_index": index,
                           "continuity": continuity, "channel": st.channel}, self.now)
         self.res.accepted += 1

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import ConflictError, NotFoundError
 from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
+from .accounting import account_step
 from .base import AppendResult, Json
 from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
 
@@ -307,29 +308,9 @@ class SqliteWrites:
             self._rechain_child(conn, tid, index, step_id, prompt + response)
         st.next_index = max(st.next_index, index + 1)
         ctx.local[tid] = st
-        self._account(ctx, s, tid, index, st, continuity, shared, policy)
+        account_step(ctx.tdelta, ctx.counts, s, tid, index, st.next_index, continuity, shared, policy)
         ctx.res.accepted += 1
         ctx.res.step_ids.append(step_id)
-
-    @staticmethod
-    def _account(ctx: _AppendCtx, s: Step, tid: str, index: int, st: TrajState, continuity: str, shared: int,
-                 policy: int) -> None:
-        d = ctx.tdelta.setdefault(tid, {"n": 0, "next": 0, "tokens": 0, "realigned": 0, "fork": 0, "finish": None,
-                                        "tools": None, "xhash": None, "pmin": policy, "pmax": policy})
-        d["n"] += 1
-        d["next"] = max(d["next"], index + 1)
-        d["tokens"] += len(s.prompt_ids) - shared + len(s.response_ids)
-        d["realigned"] += continuity == "realigned"
-        d["fork"] += continuity == "fork"
-        if index + 1 >= st.next_index:
-            d["finish"], d["tools"] = s.finish_reason, int(bool(s.response and s.response.tool_calls))
-            d["xhash"] = s.provenance.get("exchange_hash") or d["xhash"]
-        d["pmin"], d["pmax"] = min(d["pmin"], policy), max(d["pmax"], policy)
-        c = ctx.counts
-        c["steps"] += 1
-        c[f"continuity_{continuity}"] = c.get(f"continuity_{continuity}", 0) + 1
-        c["prompt_tokens"] += len(s.prompt_ids)
-        c["response_tokens"] += len(s.response_ids)
 
     def _rechain_child(self, conn: sqlite3.Connection, tid: str, index: int, step_id: str, seq: bytes) -> None:
         """A step landed before an existing later one: re-derive that child's continuity against it."""
