@@ -55,4 +55,28 @@ def traj_where(filters: Json, ph: str = "?") -> tuple[list[str], list[Any]]:
     return where, args
 
 
-__all__ = ["traj_where", "parse_cursor", "TEXT_SEARCH"]
+def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: str = "?") -> tuple[str, list[Any]]:
+    """SELECT of one page of steps, keyset-paged on ``seq`` (ascending within a trajectory, else newest first)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for col in ("trajectory_id", "group_id", "channel", "continuity", "policy_version", "token_source",
+                "finish_reason", "quality"):
+        if filters.get(col) is not None:
+            where.append(f"{col} = {ph}")
+            args.append(filters[col])
+    if filters.get("trainable") is not None:
+        where.append(f"trainable = {ph}")
+        args.append(int(bool(filters["trainable"])))
+    if filters.get("since") is not None:
+        where.append(f"created_at >= {ph}")
+        args.append(float(filters["since"]))
+    desc = filters.get("order", "asc" if filters.get("trajectory_id") else "desc") == "desc"
+    if cursor is not None:
+        where.append(f"seq {'<' if desc else '>'} {ph}")
+        args.append(parse_cursor(cursor))
+    sql = f"SELECT {cols} FROM steps" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT {ph}"
+    return sql, [*args, limit + 1]
+
+
+__all__ = ["traj_where", "parse_cursor", "step_page_sql", "TEXT_SEARCH"]

@@ -12,7 +12,7 @@ import psycopg
 
 from .base import Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, loads
-from .filters import parse_cursor, traj_where
+from .filters import parse_cursor, step_page_sql, traj_where
 from .sqlite import (
     GROUP_COLS,
     STEP_COLS,
@@ -105,28 +105,9 @@ class PgReads:
         return out
 
     def list_steps(self, filters: Json, cursor: str | None, limit: int, with_ids: bool = True) -> Page:
-        where, args = [], []
-        for col in ("trajectory_id", "group_id", "channel", "continuity", "policy_version", "token_source",
-                    "finish_reason", "quality"):
-            if filters.get(col) is not None:
-                where.append(f"{col} = %s")
-                args.append(filters[col])
-        if filters.get("trainable") is not None:
-            where.append("trainable = %s")
-            args.append(int(bool(filters["trainable"])))
-        if filters.get("since") is not None:
-            where.append("created_at >= %s")
-            args.append(float(filters["since"]))
-        desc = filters.get("order", "asc" if filters.get("trajectory_id") else "desc") == "desc"
-        if cursor is not None:
-            where.append("seq < %s" if desc else "seq > %s")
-            args.append(parse_cursor(cursor))
-        sql = f"SELECT {STEP_COLS if with_ids else STEP_META_COLS} FROM steps"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s"
+        sql, args = step_page_sql(filters, cursor, limit, STEP_COLS if with_ids else STEP_META_COLS, "%s")
         with self._conn() as conn:
-            rows = conn.execute(sql, [*args, limit + 1]).fetchall()
+            rows = conn.execute(sql, args).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
             items = self._steps_with_ids(conn, rows) if with_ids else [step_meta(r) for r in rows]

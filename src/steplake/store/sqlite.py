@@ -15,7 +15,7 @@ from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
-from .filters import parse_cursor, traj_where
+from .filters import parse_cursor, step_page_sql, traj_where
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .selection import select_groups
 from .sqlite_writes import SqliteWrites, TrajState, hash_secret
@@ -263,30 +263,8 @@ class SqliteStore(SqliteWrites):
 
     def list_steps(self, filters: Json, cursor: str | None, limit: int, with_ids: bool = True) -> Page:
         conn = self._reader()
-        where, args = [], []
-        for col in ("trajectory_id", "group_id", "channel", "continuity", "policy_version", "token_source",
-                    "finish_reason"):
-            if filters.get(col) is not None:
-                where.append(f"{col} = ?")
-                args.append(filters[col])
-        if filters.get("quality") is not None:
-            where.append("quality = ?")
-            args.append(filters["quality"])
-        if filters.get("trainable") is not None:
-            where.append("trainable = ?")
-            args.append(int(bool(filters["trainable"])))
-        if filters.get("since") is not None:
-            where.append("created_at >= ?")
-            args.append(float(filters["since"]))
-        desc = filters.get("order", "asc" if filters.get("trajectory_id") else "desc") == "desc"
-        if cursor is not None:
-            where.append("seq < ?" if desc else "seq > ?")
-            args.append(parse_cursor(cursor))
-        sql = f"SELECT {STEP_COLS if with_ids else STEP_META_COLS} FROM steps"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT ?"
-        rows = conn.execute(sql, [*args, limit + 1]).fetchall()
+        sql, args = step_page_sql(filters, cursor, limit, STEP_COLS if with_ids else STEP_META_COLS)
+        rows = conn.execute(sql, args).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         items = self._steps_with_ids(conn, rows) if with_ids else [step_meta(r) for r in rows]
