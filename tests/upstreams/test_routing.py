@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from steplake.errors import ConfigError
@@ -33,8 +35,8 @@ async def test_detect_health_loading_and_sticky() -> None:
         pool = UpstreamPool(ups, client, interval=0.2)
         assert all([await pool.check(u) for u in ups])
         assert {u.kind for u in ups} == {"vllm"} and ups[0].model_id == "fake-model"
-        first = {pool.candidates(f"t{i}")[0].root for i in range(40)}
-        assert len(first) == 3  # trajectories spread over upstreams ...
+        first = Counter(pool.candidates(f"t{i}")[0].root for i in range(300))
+        assert len(first) == 3 and min(first.values()) >= 60  # trajectories spread evenly ...
         assert all(pool.candidates("t7")[0] is pool.candidates("t7")[0] for _ in range(5))  # ... and stick
         fakes[0].fake.health_status = 503
         assert not await pool.check(ups[0]) and ups[0].loading

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -108,8 +108,11 @@ class UpstreamPool:
         good = [u for u in self.upstreams if u.healthy]
         rest = [u for u in self.upstreams if not u.healthy and not u.loading]
         if key is not None and len(good) > 1:
+            # Rendezvous hashing with a real hash: CRC32 is affine, so for roots of equal length the
+            # order barely depended on the key and most trajectories landed on the same upstream.
             kb = key.encode()
-            good.sort(key=lambda u: zlib.crc32(kb + u.root.encode()), reverse=True)
+            good.sort(key=lambda u: hashlib.blake2b(kb + b"\0" + u.root.encode(), digest_size=8).digest(),
+                      reverse=True)
         elif len(good) > 1:
             i = next(self._rr) % len(good)
             good = good[i:] + good[:i]
