@@ -172,7 +172,14 @@ def run_server(settings: Settings) -> None:
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         lifespan="on", timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    pool = app.state.pool
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            pool.begin_shutdown()  # open event streams and long polls end, so shutdown does not wait on them
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     server.run()
     if not server.started:
         raise ConfigError(f"server failed to start on {settings.host}:{settings.port} (see the log above)")

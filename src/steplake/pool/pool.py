@@ -51,6 +51,7 @@ class Pool:
         self.captures = CaptureStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -118,6 +119,16 @@ class Pool:
         ev, self._changed = self._changed, asyncio.Event()
         if ev is not None:
             ev.set()
+
+    @property
+    def closing(self) -> bool:
+        """True once the server began shutting down: event streams end and long polls answer now."""
+        return self._closing
+
+    def begin_shutdown(self) -> None:
+        """Thread- and signal-safe: end open event streams and long polls so shutdown does not wait on them."""
+        self._closing = True
+        self.notify()
 
     def change_marker(self) -> asyncio.Event:
         """The event set by the next change; take it *before* reading state, then wait on it."""
@@ -323,7 +334,7 @@ class Pool:
             marker = self.change_marker()
             sel = await self._run(self.store.select_batch, request)
             left = deadline - time.monotonic()
-            if sel.groups or left <= 0:
+            if sel.groups or left <= 0 or self._closing:
                 break
             await self.wait_on(marker, min(left, 1.0))
         if sel.batch_id:
@@ -343,14 +354,14 @@ class Pool:
                         heartbeat: float = 15.0) -> AsyncIterator[Json | None]:
         """Yield events after ``after`` (None: from now) forever; yields None as a heartbeat."""
         cursor = await self._run(self.store.last_event_id) if after is None else after
-        while True:
+        while not self._closing:
             marker = self.change_marker()
             events = await self.read_events(cursor, 500)
             for e in events:
                 cursor = e["id"]
                 if kinds is None or e["kind"] in kinds:
                     yield e
-            if len(events) < 500:
+            if len(events) < 500 and not self._closing:
                 await self.wait_on(marker, heartbeat)
                 if not marker.is_set():
                     yield None
