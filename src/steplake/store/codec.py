@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from collections.abc import Sequence
+from functools import lru_cache
 
 import orjson
 
 _SWAP = sys.byteorder != "little"
 
 
+@lru_cache(maxsize=4096)
+def _packer(kind: str, n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}{kind}")
+
+
 def ids_to_bytes(ids: Sequence[int]) -> bytes:
-    a = array("i", ids)
-    if _SWAP:
-        a.byteswap()
-    return a.tobytes()
+    """Little-endian int32 (``struct`` packs a list about 3× faster than ``array``; both check the range)."""
+    try:
+        return _packer("i", len(ids)).pack(*ids)
+    except struct.error as e:
+        raise OverflowError(f"token id outside int32: {e}") from None
 
 
 def bytes_to_ids(b: bytes | memoryview | None) -> list[int]:
@@ -31,10 +39,13 @@ def bytes_to_ids(b: bytes | memoryview | None) -> list[int]:
 def floats_to_bytes(xs: Sequence[float] | None) -> bytes | None:
     if xs is None:
         return None
-    a = array("f", xs)
-    if _SWAP:
-        a.byteswap()
-    return a.tobytes()
+    try:
+        return _packer("f", len(xs)).pack(*xs)
+    except OverflowError:  # beyond float32: stored as ±inf, as array("f") would
+        a = array("f", xs)
+        if _SWAP:
+            a.byteswap()
+        return a.tobytes()
 
 
 def bytes_to_floats(b: bytes | memoryview | None) -> list[float] | None:

@@ -49,6 +49,8 @@ class _AppendCtx:
     new_trajs: list[tuple[Any, ...]] = field(default_factory=list)
     traj_events: list[tuple[bytes, float]] = field(default_factory=list)
     group_inc: dict[str, int] = field(default_factory=dict)
+    absent_groups: set[str] = field(default_factory=set)  # groups known not to exist yet
+    new_groups: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # written at the next flush
 
 
 def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes | None) -> bytes:
@@ -121,9 +123,13 @@ class SqliteWrites:
         return TrajState(gid, ch, "open", 0, -1, None, None)
 
     def _open_deferred(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> TrajState:
-        """Open a trajectory for an appended step; its row and event are written at the next flush."""
+        """Open a trajectory for an appended step; its row (and a new group's) are written at the next flush."""
         tid, gid, ch = s.trajectory_id, s.group_id or s.trajectory_id, s.channel or DEFAULT_CHANNEL
-        self._ensure_group(conn, gid, ch, None, None, ctx.now)
+        if gid in ctx.absent_groups:
+            ctx.absent_groups.discard(gid)
+            ctx.new_groups[gid] = (gid, ch, 1, b"{}", ctx.now, ctx.now)
+        elif gid not in ctx.new_groups:
+            self._ensure_group(conn, gid, ch, None, None, ctx.now)
         meta = dict(s.metadata)
         agent = meta.get("agent") if isinstance(meta.get("agent"), str) else None
         ctx.new_trajs.append((tid, gid, ch, dumps(meta), agent, ctx.now, ctx.now))
@@ -134,12 +140,21 @@ class SqliteWrites:
         return TrajState(gid, ch, "open", 0, -1, None, None)
 
     def _prefetch_absent(self, conn: sqlite3.Connection, steps: Sequence[Step], ctx: _AppendCtx) -> None:
+        """One query per 500 ids for the trajectories (and their groups) this append will have to open."""
         unknown = list({s.trajectory_id for s in steps if s.trajectory_id not in self._traj})
         for k in range(0, len(unknown), 500):
             chunk = unknown[k:k + 500]
             q = f"SELECT trajectory_id FROM trajectories WHERE trajectory_id IN ({','.join('?' * len(chunk))})"
             present = {r[0] for r in conn.execute(q, chunk)}
             ctx.absent.update(t for t in chunk if t not in present)
+        gids = list({s.group_id or s.trajectory_id for s in steps
+                     if s.trajectory_id in ctx.absent} - self._groups_known)
+        for k in range(0, len(gids), 500):
+            chunk = gids[k:k + 500]
+            q = f"SELECT group_id FROM groups WHERE group_id IN ({','.join('?' * len(chunk))})"
+            present = {r[0] for r in conn.execute(q, chunk)}
+            self._groups_known.update(present)
+            ctx.absent_groups.update(g for g in chunk if g not in present)
 
     def _traj_state(self, conn: sqlite3.Connection, tid: str, local: dict[str, TrajState],
                     absent: set[str] | None = None) -> TrajState | None:
@@ -227,13 +242,34 @@ class SqliteWrites:
             self._groups_known.clear()
         return ctx.res
 
+    _TRAJ_INSERT = (
+        "INSERT INTO trajectories(trajectory_id, group_id, channel, metadata, agent, created_at, updated_at,"
+        " n_steps, next_index, n_tokens, n_realigned, n_fork, last_finish_reason, last_tool_calls, exchange_hash,"
+        " min_policy, max_policy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
     def _flush(self, conn: sqlite3.Connection, ctx: _AppendCtx) -> None:
-        if ctx.new_trajs:  # trajectories (and their "open" events) before their steps
+        """Write what the append collected: new groups, then new trajectories (with the counters of their
+        steps so far, so they need no update), then steps, each kind with its events in that order."""
+        if ctx.new_groups:
             conn.executemany(
-                "INSERT INTO trajectories(trajectory_id, group_id, channel, metadata, agent, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?)", ctx.new_trajs)
-            conn.executemany("UPDATE groups SET n_trajectories = n_trajectories + ? WHERE group_id = ?",
-                             [(n, g) for g, n in ctx.group_inc.items()])
+                "INSERT INTO groups(group_id, channel, size, metadata, created_at, updated_at, n_trajectories)"
+                " VALUES (?,?,?,?,?,?,?)", [(*row, ctx.group_inc.pop(g, 0)) for g, row in ctx.new_groups.items()])
+            conn.executemany("INSERT INTO events(kind, data, at) VALUES ('group', ?, ?)",
+                             [(dumps({"group_id": g, "status": "collecting", "size": 1}), ctx.now)
+                              for g in ctx.new_groups])
+            self._groups_known.update(ctx.new_groups)
+            ctx.new_groups.clear()
+        if ctx.new_trajs:  # trajectories (and their "open" events) before their steps
+            rows = []
+            for row in ctx.new_trajs:
+                d = ctx.tdelta.pop(row[0], None)
+                rows.append((*row, 0, 0, 0, 0, 0, None, 0, None, None, None) if d is None else (
+                    *row, d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], d["finish"], d["tools"] or 0,
+                    d["xhash"], d["pmin"], d["pmax"]))
+            conn.executemany(self._TRAJ_INSERT, rows)
+            if ctx.group_inc:
+                conn.executemany("UPDATE groups SET n_trajectories = n_trajectories + ? WHERE group_id = ?",
+                                 [(n, g) for g, n in ctx.group_inc.items()])
             conn.executemany("INSERT INTO events(kind, data, at) VALUES ('trajectory', ?, ?)", ctx.traj_events)
             ctx.new_trajs.clear()
             ctx.group_inc.clear()
