@@ -13,10 +13,10 @@ from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, Step
 from .accounting import account_step
 from .base import AppendResult, Json
-from .codec import dumps, floats_to_bytes, ids_to_bytes
+from .codec import dumps, ids_to_bytes
+from .encode import encode_step
 from .postgres_tx import Tx
 from .postgres_writes import PgTraj, PgWrites
-from .sqlite_writes import step_content_hash
 
 STEP_INSERT_COLS = ("step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity, parent_step_id,"
                     " shared_prefix_len, prompt_len, response_len, prompt_tail, response_ids, response_logprobs,"
@@ -126,9 +126,8 @@ class PgAppend(PgWrites):
 
     def _append_one(self, tx: Tx, s: Step, states: dict[str, PgTraj], known: dict[str, bytes],
                     ctx: _AppendCtx) -> None:
-        prompt, response = ids_to_bytes(s.prompt_ids), ids_to_bytes(s.response_ids)
-        logprobs = floats_to_bytes(s.response_logprobs)
-        chash = step_content_hash(s, prompt, response, logprobs)
+        e = encode_step(s)
+        prompt, response, logprobs, chash = e.prompt, e.response, e.logprobs, e.content_hash
         step_id = s.step_id
         assert step_id is not None
         if step_id in known:
@@ -144,13 +143,10 @@ class PgAppend(PgWrites):
         parent_id, parent_seq = self._parent(tx, tid, st, index, ctx)
         continuity, shared = classify(parent_seq, prompt)
         policy = ctx.policy if s.policy_version is None else s.policy_version
-        doc = {"messages": s.messages, "tools": s.tools,
-               "response": s.response.model_dump(exclude_none=True) if s.response else None,
-               "sampling": s.sampling, "usage": s.usage, "metadata": s.metadata, "provenance": s.provenance}
         ctx.pending.append((step_id, tid, st.group_id, index, st.channel, policy, continuity, parent_id, shared,
                             len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
                             s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash,
-                            dumps(doc)))
+                            e.doc))
         known[step_id] = chash
         if index > st.last_index:
             st.last_step_id, st.last_seq = step_id, prompt + response

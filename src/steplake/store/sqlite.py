@@ -15,6 +15,7 @@ from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
+from .encode import encode_steps
 from .filters import parse_cursor, step_page_sql, traj_where
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .selection import select_groups
@@ -172,7 +173,8 @@ class SqliteStore(SqliteWrites):
 
     # -- steps --------------------------------------------------------------------------------------
     def append_steps(self, steps: Sequence[Step]) -> AppendResult:
-        return self._write(lambda c: self._w_append(c, steps))  # type: ignore[no-any-return]
+        encoded = encode_steps(steps)  # in the caller's thread, overlapping the writer's SQLite work
+        return self._write(lambda c: self._w_append(c, steps, encoded))  # type: ignore[no-any-return]
 
     def submit_steps(self, steps: Sequence[Step], callback: Callable[[BaseException | None], None] | None = None
                      ) -> None:

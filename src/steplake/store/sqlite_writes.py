@@ -16,7 +16,8 @@ from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
 from .accounting import account_step
 from .base import AppendResult, Json
-from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
+from .codec import dumps, ids_to_bytes, loads
+from .encode import Encoded, encode_step
 
 TRAJ_CACHE_LIMIT = 20_000
 GROUP_CACHE_LIMIT = 200_000
@@ -51,20 +52,6 @@ class _AppendCtx:
     group_inc: dict[str, int] = field(default_factory=dict)
     absent_groups: set[str] = field(default_factory=set)  # groups known not to exist yet
     new_groups: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # written at the next flush
-
-
-def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes | None) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(prompt)
-    h.update(b"|")
-    h.update(response)
-    h.update(b"|")
-    h.update(logprobs or b"-")
-    small = s.model_dump(exclude={"prompt_ids", "response_ids", "response_logprobs", "continuity",
-                                  "parent_step_id", "shared_prefix_len", "created_at", "step_index"},
-                         exclude_none=True)
-    h.update(dumps(small))
-    return h.digest()
 
 
 def hash_secret(secret: str) -> str:
@@ -208,7 +195,9 @@ class SqliteWrites:
         " response_logprobs, token_source, finish_reason, model, reward, latency_ms, created_at, content_hash, doc)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
-    def _w_append(self, conn: sqlite3.Connection, steps: Sequence[Step]) -> AppendResult:
+    def _w_append(self, conn: sqlite3.Connection, steps: Sequence[Step],
+                  encoded: Sequence[Encoded] | None = None) -> AppendResult:
+        """Append ``steps`` (``encoded``: their ``encode_step`` forms, when the caller prepared them)."""
         now = time.time()
         ctx = _AppendCtx(now)
         ids = [s.step_id for s in steps if s.step_id]
@@ -218,8 +207,8 @@ class SqliteWrites:
             ctx.existing.update({r[0]: bytes(r[1]) for r in conn.execute(q, chunk)})
         self._prefetch_absent(conn, steps, ctx)
         try:
-            for s in steps:
-                self._append_one(conn, s, ctx)
+            for i, s in enumerate(steps):
+                self._append_one(conn, s, encoded[i] if encoded is not None else encode_step(s), ctx)
             self._flush(conn, ctx)
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"conflicting step in this batch: {e}", code="step_conflict") from None
@@ -300,11 +289,8 @@ class SqliteWrites:
                                 code="channel_mismatch")
         return st
 
-    def _append_one(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> None:
-        prompt = ids_to_bytes(s.prompt_ids)
-        response = ids_to_bytes(s.response_ids)
-        logprobs = floats_to_bytes(s.response_logprobs)
-        chash = step_content_hash(s, prompt, response, logprobs)
+    def _append_one(self, conn: sqlite3.Connection, s: Step, e: Encoded, ctx: _AppendCtx) -> None:
+        prompt, response, logprobs, chash = e.prompt, e.response, e.logprobs, e.content_hash
         step_id = s.step_id or f"st_{uuid.uuid4().hex}"
         old = ctx.existing.get(step_id)
         if old is not None:
@@ -329,12 +315,9 @@ class SqliteWrites:
             _, parent_id, parent_seq = self._full_seq_for(conn, tid, index)
         continuity, shared = classify(parent_seq, prompt)
         policy = self._policy_version if s.policy_version is None else s.policy_version
-        doc = {"messages": s.messages, "tools": s.tools,
-               "response": s.response.model_dump(exclude_none=True) if s.response else None,
-               "sampling": s.sampling, "usage": s.usage, "metadata": s.metadata, "provenance": s.provenance}
         ctx.rows.append((step_id, tid, st.group_id, index, st.channel, policy, continuity, parent_id, shared,
                          len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
-                         s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash, dumps(doc)))
+                         s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash, e.doc))
         ctx.events.append((dumps({"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id,
                                   "step_index": index, "continuity": continuity, "channel": st.channel}), ctx.now))
         if index > st.last_index:
@@ -530,4 +513,4 @@ class SqliteWrites:
         return key_id, secret, now
 
 
-__all__ = ["SqliteWrites", "TrajState", "hash_secret", "step_content_hash"]
+__all__ = ["SqliteWrites", "TrajState", "hash_secret"]
