@@ -18,6 +18,7 @@ from .anthropic_wire import (
     answer_to_anthropic,
     assistant_blocks_to_chat,
     event,
+    for_upstream_kind,
     request_to_chat,
 )
 from .attribution import from_request
@@ -39,6 +40,10 @@ def answer_message(ch: ChoiceAcc, body: Json) -> Json:
     return assistant_blocks_to_chat(blocks)
 
 
+def _upstream_chat(chat: Json, up: Upstream, stream: bool) -> Json:
+    return upstream_body(for_upstream_kind(chat, up.effective_kind), up, stream)
+
+
 class AnthropicHandlers:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -51,17 +56,19 @@ class AnthropicHandlers:
         att = await gw.resolve(from_request(request), chat["messages"])
         stream = bool(body.get("stream"))
         sampling = sampling_of(body)
+        if chat.get("chat_template_kwargs"):
+            sampling["chat_template_kwargs"] = chat["chat_template_kwargs"]
         ctx = CallContext("anthropic.messages", att, chat["messages"], chat.get("tools"), sampling, stream)
         try:
             if stream:
                 async def open_stream(up: Upstream) -> aiohttp.ClientResponse:
-                    return await gw.client.open_stream(up, "/chat/completions", upstream_body(chat, up, True))
+                    return await gw.client.open_stream(up, "/chat/completions", _upstream_chat(chat, up, True))
                 up, resp = await gw.upstreams.call(att.trajectory_id, open_stream)
                 return StreamingResponse(self._relay(ctx, up, resp, body), media_type="text/event-stream",
                                          headers=SSE_HEADERS)
 
             async def post(up: Upstream) -> Json:
-                return await gw.client.post_json(up, "/chat/completions", upstream_body(chat, up, False))
+                return await gw.client.post_json(up, "/chat/completions", _upstream_chat(chat, up, False))
             up, data = await gw.upstreams.call(att.trajectory_id, post)
         except BaseException:
             gw.index.release(att.claimed_hash)

@@ -1,5 +1,24 @@
 """Anthropic Messages ⇄ OpenAI chat translation (the upstream is always asked in chat form, which is
-where exact token ids are available; see UPSTREAMS.md)."""
+where exact token ids are available; see UPSTREAMS.md).
+
+Request blocks (shapes already checked by ``validate.check_anthropic``; nothing is dropped silently):
+
+- ``text`` → text; a user message made only of text blocks stays a string, any other block (image,
+  document, tool-result image) makes it an array of chat content parts in block order.
+- ``image`` (``base64`` or ``url`` source) → ``{"type": "image_url", "image_url": {"url": ...}}``, a
+  ``data:<media_type>;base64,<data>`` URL for base64 data.
+- ``document`` with a ``text`` or ``content`` source → text parts (title and context first, separated by
+  a blank line). PDF sources are refused by validation: chat upstreams take no PDFs.
+- ``tool_result`` → a ``tool`` message with its text (``Error: `` first when ``is_error``); its images go,
+  in order, into the user message that follows the tool messages (chat tool messages carry text only).
+- assistant ``thinking`` → ``reasoning_content`` (the vLLM / SGLang field chat templates read);
+  ``redacted_thinking`` is opaque (encrypted by Anthropic) and is skipped.
+- ``thinking`` request param → ``chat_template_kwargs.enable_thinking`` (Qwen3-style templates);
+  ``adaptive`` leaves the template default; ``budget_tokens`` has no chat equivalent.
+
+Answers: ``reasoning_content`` (or ``reasoning``) becomes a leading ``thinking`` block (empty signature);
+streamed reasoning deltas become a thinking block with ``thinking_delta`` events.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +41,41 @@ def _block_text(content: Any) -> str:
     return ""
 
 
+def _text_part(text: str) -> Json:
+    return {"type": "text", "text": text}
+
+
+def image_part(block: Json) -> Json:
+    """An Anthropic ``image`` block → a chat ``image_url`` part."""
+    src = block["source"]
+    url = src["url"] if src.get("type") == "url" else f"data:{src['media_type']};base64,{src['data']}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def document_parts(block: Json) -> list[Json]:
+    """A ``text`` / ``content`` document → text (and image) parts, title and context first."""
+    src = block["source"]
+    head = [s for s in (block.get("title"), block.get("context")) if isinstance(s, str) and s]
+    body = src.get("data") if src.get("type") == "text" else src.get("content")
+    if isinstance(body, str):
+        return [_text_part("\n\n".join([*head, body]))]
+    return ([_text_part("\n\n".join(head))] if head else []) + content_parts(body or [])
+
+
+def content_parts(blocks: list[Json]) -> list[Json]:
+    """``text`` / ``image`` / ``document`` blocks → chat content parts, in order."""
+    out: list[Json] = []
+    for b in blocks:
+        kind = b.get("type")
+        if kind == "text":
+            out.append(_text_part(str(b.get("text", ""))))
+        elif kind == "image":
+            out.append(image_part(b))
+        elif kind == "document":
+            out += document_parts(b)
+    return out
+
+
 def messages_to_chat(body: Json) -> list[Json]:
     """Anthropic ``system`` + ``messages`` → chat messages (tool_result blocks become tool messages)."""
     out: list[Json] = []
@@ -40,31 +94,50 @@ def messages_to_chat(body: Json) -> list[Json]:
 
 
 def assistant_blocks_to_chat(blocks: list[Json]) -> Json:
+    """Assistant blocks → one chat message; ``thinking`` → ``reasoning_content``, ``redacted_thinking``
+    skipped (opaque)."""
     text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    reasoning = "".join(str(b.get("thinking") or "") for b in blocks if b.get("type") == "thinking")
     calls = [{"id": b.get("id"), "type": "function",
               "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False)}}
              for b in blocks if b.get("type") == "tool_use"]
     msg: Json = {"role": "assistant", "content": text if text or not calls else None}
+    if reasoning:
+        msg["reasoning_content"] = reasoning
     if calls:
         msg["tool_calls"] = calls
     return msg
 
 
+def _tool_result(block: Json) -> tuple[Json, list[Json]]:
+    """A ``tool_result`` → (the tool message with its text, its image parts)."""
+    c = block.get("content")
+    parts = content_parts(c) if isinstance(c, list) else [_text_part(c)] if isinstance(c, str) else []
+    text = "".join(p["text"] for p in parts if p["type"] == "text")
+    if block.get("is_error"):
+        text = "Error: " + text
+    msg = {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+    return msg, [p for p in parts if p["type"] != "text"]
+
+
 def _user_blocks_to_chat(blocks: list[Json]) -> list[Json]:
+    """Tool messages first (chat wants them right after the assistant's calls), then one user message with
+    everything else in block order: a string when it is text blocks only, else an array of parts."""
     out: list[Json] = []
-    texts: list[str] = []
+    parts: list[Json] = []
+    plain = True
     for b in blocks:
-        t = b.get("type")
-        if t == "tool_result":
-            c = b.get("content")
-            text = _block_text(c) if c is not None else ""
-            if b.get("is_error"):
-                text = "Error: " + text
-            out.append({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": text})
-        elif t == "text":
-            texts.append(str(b.get("text", "")))
-    if texts or not out:
-        out.append({"role": "user", "content": "".join(texts)})
+        if b.get("type") == "tool_result":
+            msg, images = _tool_result(b)
+            out.append(msg)
+            parts += images
+            plain = plain and not images
+        else:
+            parts += content_parts([b])
+            plain = plain and b.get("type") == "text"
+    if parts or not out:
+        content: Any = "".join(p["text"] for p in parts) if plain else parts
+        out.append({"role": "user", "content": content})
     return out
 
 
@@ -102,10 +175,31 @@ def request_to_chat(body: Json) -> Json:
         tc = tool_choice_to_chat(body.get("tool_choice"))
         if tc is not None:
             chat["tool_choice"] = tc
+    enable = thinking_switch(body.get("thinking"))
+    if enable is not None:
+        chat["chat_template_kwargs"] = {"enable_thinking": enable}
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return chat
+
+
+def thinking_switch(thinking: Any) -> bool | None:
+    """The ``thinking`` param → ``enable_thinking`` for the chat template (None: template default)."""
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "enabled":
+        return True
+    return False if kind == "disabled" else None
+
+
+def for_upstream_kind(chat: Json, kind: str) -> Json:
+    """A generic ``openai+`` upstream is asked nothing vendor-specific: no ``chat_template_kwargs`` and no
+    ``reasoning_content`` in history (strict OpenAI-compatible servers refuse unknown fields)."""
+    if kind != "openai":
+        return chat
+    out = {k: v for k, v in chat.items() if k != "chat_template_kwargs"}
+    out["messages"] = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in chat["messages"]]
+    return out
 
 
 def _input(args: Any) -> Json:
@@ -129,6 +223,13 @@ def stop_of(finish_reason: str | None, stop_reason: Any, stops: list[str] | None
     return STOP_REASONS.get(finish_reason or "stop", "end_turn"), None
 
 
+def reasoning_of(part: Json) -> str | None:
+    """The reasoning text of a chat message or delta (vLLM / SGLang ``reasoning_content``, newer
+    ``reasoning``); the same rule as the step recording in tokens.py."""
+    r = part.get("reasoning_content") or part.get("reasoning")
+    return r if isinstance(r, str) and r else None
+
+
 def message_id(chat_id: Any) -> str:
     return "msg_" + (str(chat_id).removeprefix("chatcmpl-") if chat_id else uuid.uuid4().hex)
 
@@ -138,6 +239,9 @@ def answer_to_anthropic(data: Json, body: Json) -> Json:
     choice = (data.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
     content: list[Json] = []
+    reasoning = reasoning_of(msg)
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     if msg.get("content"):
         content.append({"type": "text", "text": msg["content"]})
     for tc in msg.get("tool_calls") or []:
@@ -194,6 +298,12 @@ class StreamTranslator:
 
     def _delta(self, d: Json) -> list[bytes]:
         out: list[bytes] = []
+        reasoning = reasoning_of(d)
+        if reasoning:
+            if self.block_kind != "thinking":
+                out += self._open({"type": "thinking", "thinking": "", "signature": ""}, "thinking")
+            out.append(event("content_block_delta", {"type": "content_block_delta", "index": self.block,
+                                                      "delta": {"type": "thinking_delta", "thinking": reasoning}}))
         if d.get("content"):
             if self.block_kind != "text":
                 out += self._open({"type": "text", "text": ""}, "text")
@@ -237,4 +347,5 @@ class StreamTranslator:
 
 
 __all__ = ["request_to_chat", "messages_to_chat", "assistant_blocks_to_chat", "answer_to_anthropic",
-           "StreamTranslator", "event", "stop_of"]
+           "StreamTranslator", "event", "stop_of", "content_parts", "image_part", "document_parts",
+           "thinking_switch", "for_upstream_kind", "reasoning_of"]

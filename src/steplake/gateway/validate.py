@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from ..errors import BadRequestError
@@ -105,6 +107,11 @@ def check_completion(body: Json) -> None:
 
 
 ANTHROPIC_ROLES = {"user", "assistant"}
+# content blocks the chat translation carries (anthropic_wire.py); any other block is refused, never dropped
+USER_BLOCKS = ("text", "image", "document", "tool_result")
+ASSISTANT_BLOCKS = ("text", "tool_use", "thinking", "redacted_thinking")
+NESTED_BLOCKS = ("text", "image", "document")  # inside a tool_result or a ``content`` document
+THINKING_TYPES = ("enabled", "disabled", "adaptive")
 
 
 def check_anthropic(body: Json) -> None:
@@ -116,15 +123,10 @@ def check_anthropic(body: Json) -> None:
     if not isinstance(msgs, list) or not msgs:
         raise _bad("'messages' is required and must be a non-empty array", "messages")
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise _bad(f"messages.{i} must be an object", "messages")
-        if m.get("role") not in ANTHROPIC_ROLES:
-            raise _bad(f"messages.{i}.role must be 'user' or 'assistant', got {m.get('role')!r}", "messages")
-        c = m.get("content")
-        if not isinstance(c, str | list) or (isinstance(c, list) and not all(isinstance(b, dict) for b in c)):
-            raise _bad(f"messages.{i}.content must be a string or an array of content blocks", "messages")
+        _check_anthropic_message(m, i)
     sysp = body.get("system")
-    if sysp is not None and not isinstance(sysp, str | list):
+    if sysp is not None and not isinstance(sysp, str) and not (isinstance(sysp, list) and all(
+            isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str) for b in sysp)):
         raise _bad("'system' must be a string or an array of text blocks", "system")
     for k in ("temperature", "top_p"):
         if body.get(k) is not None and not _is_num(body[k]):
@@ -140,6 +142,124 @@ def check_anthropic(body: Json) -> None:
     if tools is not None and not (isinstance(tools, list) and all(
             isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools)):
         raise _bad("'tools' must be an array of {name, description?, input_schema}", "tools")
+    _check_thinking(body.get("thinking"))
+
+
+def _check_thinking(th: Any) -> None:
+    if th is None:
+        return
+    if not isinstance(th, dict) or th.get("type") not in THINKING_TYPES:
+        raise _bad("'thinking' must be {'type': 'enabled', 'budget_tokens': N}, {'type': 'disabled'} or "
+                   "{'type': 'adaptive'}", "thinking")
+    if th["type"] == "enabled" and (not _is_int(th.get("budget_tokens")) or th["budget_tokens"] < 1):
+        raise _bad("thinking.budget_tokens: a positive integer is required when thinking is enabled", "thinking")
+
+
+def _check_anthropic_message(m: Any, i: int) -> None:
+    if not isinstance(m, dict):
+        raise _bad(f"messages.{i} must be an object", "messages")
+    role = m.get("role")
+    if role not in ANTHROPIC_ROLES:
+        raise _bad(f"messages.{i}.role must be 'user' or 'assistant', got {role!r}", "messages")
+    c = m.get("content")
+    if not isinstance(c, str | list) or (isinstance(c, list) and not all(isinstance(b, dict) for b in c)):
+        raise _bad(f"messages.{i}.content must be a string or an array of content blocks", "messages")
+    if isinstance(c, list):
+        allowed = USER_BLOCKS if role == "user" else ASSISTANT_BLOCKS
+        for j, b in enumerate(c):
+            _check_block(b, f"messages.{i}.content.{j}", allowed, f"a {role} message")
+
+
+def _need_str(d: Json, key: str, where: str, what: str = "a string") -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or not v:
+        raise _bad(f"{where}.{key}: field required ({what})", "messages")
+    return v
+
+
+def _check_block(b: Json, where: str, allowed: tuple[str, ...], place: str) -> None:
+    kind = b.get("type")
+    if kind not in allowed:
+        raise _bad(f"{where}: content block type {kind!r} is not supported in {place} "
+                   f"(supported: {', '.join(allowed)})", "messages")
+    if kind == "text" and not isinstance(b.get("text"), str):
+        raise _bad(f"{where}.text: field required (a string)", "messages")
+    elif kind == "image":
+        _check_image(b, where)
+    elif kind == "document":
+        _check_document(b, where)
+    elif kind == "tool_result":
+        _need_str(b, "tool_use_id", where)
+        c = b.get("content")
+        if isinstance(c, list):
+            for k, x in enumerate(c):
+                if not isinstance(x, dict):
+                    raise _bad(f"{where}.content.{k} must be a content block object", "messages")
+                _check_block(x, f"{where}.content.{k}", NESTED_BLOCKS, "a tool_result")
+        elif c is not None and not isinstance(c, str):
+            raise _bad(f"{where}.content must be a string or an array of content blocks", "messages")
+    elif kind == "tool_use":
+        _need_str(b, "name", where)
+        if b.get("input") is not None and not isinstance(b["input"], dict):
+            raise _bad(f"{where}.input must be an object", "messages")
+    elif kind == "thinking" and not isinstance(b.get("thinking"), str):
+        raise _bad(f"{where}.thinking: field required (a string)", "messages")
+
+
+def _source(b: Json, where: str) -> Json:
+    src = b.get("source")
+    if not isinstance(src, dict):
+        raise _bad(f"{where}.source: field required (an object)", "messages")
+    return src
+
+
+def _check_image(b: Json, where: str) -> None:
+    src = _source(b, where)
+    kind = src.get("type")
+    if kind == "base64":
+        mt = _need_str(src, "media_type", f"{where}.source", "an image media type such as 'image/png'")
+        if not mt.startswith("image/"):
+            raise _bad(f"{where}.source.media_type must be an image media type such as 'image/png', got {mt!r}",
+                       "messages")
+        data = _need_str(src, "data", f"{where}.source", "base64-encoded image data")
+        try:
+            base64.b64decode("".join(data.split()), validate=True)  # line breaks are fine, other junk is not
+        except (binascii.Error, ValueError):
+            raise _bad(f"{where}.source.data is not valid base64 (send the bare base64 text, not a data: URL)",
+                       "messages") from None
+    elif kind == "url":
+        url = _need_str(src, "url", f"{where}.source", "an http(s) URL")
+        if not url.startswith(("http://", "https://")):
+            raise _bad(f"{where}.source.url must be an http(s) URL", "messages")
+    else:
+        raise _bad(f"{where}.source.type must be 'base64' or 'url', got {kind!r} (file references are not "
+                   "supported by this gateway)", "messages")
+
+
+def _check_document(b: Json, where: str) -> None:
+    src = _source(b, where)
+    kind = src.get("type")
+    for k in ("title", "context"):
+        if b.get(k) is not None and not isinstance(b[k], str):
+            raise _bad(f"{where}.{k} must be a string", "messages")
+    if kind == "text":
+        if not isinstance(src.get("data"), str):
+            raise _bad(f"{where}.source.data: field required (the document text)", "messages")
+    elif kind == "content":
+        c = src.get("content")
+        if isinstance(c, list) and all(isinstance(x, dict) for x in c):
+            for j, x in enumerate(c):
+                _check_block(x, f"{where}.source.content.{j}", ("text", "image"), "a content document")
+        elif not isinstance(c, str):
+            raise _bad(f"{where}.source.content: field required (a string or an array of text/image blocks)",
+                       "messages")
+    elif kind in ("base64", "url"):
+        raise _bad(f"{where}: PDF documents are not supported: the upstream is asked in chat-completions form, "
+                   "which has no PDF input. Send the document's text as a 'text' document or text block.",
+                   "messages")
+    else:
+        raise _bad(f"{where}.source.type must be 'text' or 'content', got {kind!r} (PDF and file sources are "
+                   "not supported by this gateway)", "messages")
 
 
 __all__ = ["check_chat", "check_completion", "check_anthropic", "check_message", "CHAT_ROLES"]

@@ -12,7 +12,8 @@ here (same as ``tools.py`` parses):
 - Tool results (role ``tool``, or legacy ``function``) become one ``user`` turn per run of consecutive
   results: ``<tool_response>\\nRESULT\\n</tool_response>`` blocks separated by newlines, in call order.
 - ``developer`` is rendered as ``system``. Content may be a string, null, or a list of ``text`` parts
-  (joined without separator); other part types are refused.
+  (joined without separator); other part types are refused with a 400 (the model is text-only: an
+  ``image_url`` part says that image inputs need a multimodal upstream).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..errors import BadRequestError
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+IMAGE_PARTS = ("image_url", "input_image", "image")
 
 TOOLS_HEADER = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -80,7 +82,11 @@ def content_text(content: Any, where: str) -> str:
             if isinstance(part, str):
                 parts.append(part)
                 continue
-            if not isinstance(part, dict) or part.get("type") not in ("text", "input_text", "output_text"):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in IMAGE_PARTS:
+                raise _bad(f"{where}.content[{j}]: the embedded model is text-only; image inputs need a "
+                           "multimodal upstream", "unsupported_content")
+            if not isinstance(part, dict) or kind not in ("text", "input_text", "output_text"):
                 raise _bad(f"{where}.content[{j}]: only text parts are supported")
             if not isinstance(part.get("text"), str):
                 raise _bad(f"{where}.content[{j}].text must be a string")
