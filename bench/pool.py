@@ -46,10 +46,11 @@ def free_port() -> int:
 
 
 def mk_step(tid: str, i: int, prompt: list[int], resp: list[int], gid: str | None = None,
-            finish: str | None = None) -> Step:
+            finish: str | None = None, messages: list[dict[str, Any]] | None = None) -> Step:
     return Step.model_construct(
         step_id=f"{tid}-{i}", trajectory_id=tid, group_id=gid, step_index=i, channel=None, prompt_ids=prompt,
-        response_ids=resp, response_logprobs=[-0.25] * len(resp), token_source="upstream", messages=None, tools=None,
+        response_ids=resp, response_logprobs=[-0.25] * len(resp), token_source="upstream", messages=messages,
+        tools=None,
         response=None, finish_reason=finish, model="bench", sampling=None, usage=None, latency_ms=None,
         policy_version=None, reward=None, metadata={}, provenance={}, continuity=None, parent_step_id=None,
         shared_prefix_len=None, created_at=None)
@@ -181,10 +182,14 @@ def build_big_pool(store: Any, n_steps: int, steps_per_traj: int = 4, group_size
     for t in range(n_traj):
         gid = f"G{t // group_size}"
         seq = base[rng.randrange(0, 1500):][:256]
+        msgs: list[dict[str, Any]] = [{"role": "user", "content": f"Task {t}: multiply {t % 97} by {t % 89} with "
+                                       "the calculator, then report the result."}]
         for i in range(steps_per_traj):
             resp = base[i * 7: i * 7 + 64]
             buf.append(mk_step(f"T{t}", i, list(seq), resp, gid=gid,
-                               finish="stop" if i == steps_per_traj - 1 else "tool_calls"))
+                               finish="stop" if i == steps_per_traj - 1 else "tool_calls", messages=list(msgs)))
+            msgs += [{"role": "assistant", "content": f"calling the calculator (turn {i})"},
+                     {"role": "tool", "content": f"result {(t % 97) * (t % 89) + i}"}]
             seq = seq + resp + base[i * 11: i * 11 + 32]
         if len(buf) >= 1024:
             store.append_steps(buf)
@@ -277,6 +282,9 @@ def bench_big(db: str, tmp: Path, n_steps: int, quick: bool) -> None:
                 "trajectories page 2 (cursor)": None,
                 "steps page without ids (newest 50)": "/api/v1/steps?limit=50&fields=meta",
                 "steps of one trajectory, full ids": "/api/v1/steps?trajectory_id=T123&limit=50",
+                "message search, rare text (q=Task 123457:)": "/api/v1/trajectories?limit=50&q=Task%20123457:",
+                "message search, text in every trajectory (q=calculator)": "/api/v1/trajectories?limit=50&q=calculator",
+                "message search, 2 characters (q=zq)": "/api/v1/trajectories?limit=50&q=zq",
             }
             cur = c.get("/api/v1/trajectories?limit=50").json()["next_cursor"]
             queries["trajectories page 2 (cursor)"] = f"/api/v1/trajectories?limit=50&cursor={cur}"

@@ -96,10 +96,14 @@ def test_migrate_copies_everything_and_resumes(migrated: tuple[Path, str, dict[s
     assert PG_URL
     counts = migrate(f"sqlite:///{path}", PG_URL, schema=schema, progress=False, batch=7)
     assert counts["steps"] == 37 and counts["trajectories"] == 10 and counts["keys"] == 1
+    assert counts["step_text"] == 36  # every step with messages
     src, dst = SqliteStore(path), PostgresStore(PG_URL, schema=schema)
     src.open()
     dst.open()
     try:
+        for q in ("q3", "Q2"):  # message search answers the same on the copy
+            assert [t["trajectory_id"] for t in dst.list_trajectories({"q": q}, None, 100).items] == \
+                [t["trajectory_id"] for t in src.list_trajectories({"q": q}, None, 100).items] != []
         before = snapshot(src)
         assert snapshot(dst) == before
         assert dst.get_batch(info["batch_id"]) == src.get_batch(info["batch_id"])

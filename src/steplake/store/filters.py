@@ -7,11 +7,19 @@ from typing import Any
 from ..errors import ValidationError
 from .base import Json
 
-# text search in a step's JSON document (messages, response, ...), per backend
-TEXT_SEARCH = {
-    "?": "instr(lower(CAST(doc AS TEXT)), ?) > 0",
-    "%s": "strpos(lower(convert_from(doc, 'UTF8')), %s) > 0",
-}
+
+def _like_pattern(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def text_search(q: str, ph: str) -> tuple[str, str]:
+    """Case-insensitive substring search in the indexed message text (``step_text``): a trigram FTS5 phrase on
+    SQLite (3+ characters; shorter ones scan the index table), a pg_trgm-indexed ILIKE on PostgreSQL."""
+    if ph == "?":
+        if len(q) >= 3:
+            return "SELECT trajectory_id FROM step_text WHERE step_text MATCH ?", '"' + q.replace('"', '""') + '"'
+        return "SELECT trajectory_id FROM step_text WHERE text LIKE ? ESCAPE '\\'", _like_pattern(q)
+    return f"SELECT trajectory_id FROM step_text WHERE text ILIKE {ph} ESCAPE '\\'", _like_pattern(q)
 
 
 def parse_cursor(c: str) -> int:
@@ -50,8 +58,9 @@ def traj_where(filters: Json, ph: str = "?") -> tuple[list[str], list[Any]]:
         where.append(f"min_policy <= {ph} AND max_policy >= {ph}")
         args += [int(filters["policy_version"])] * 2
     if filters.get("q"):
-        where.append(f"trajectory_id IN (SELECT trajectory_id FROM steps WHERE {TEXT_SEARCH[ph]})")
-        args.append(str(filters["q"]).lower())
+        sub, arg = text_search(str(filters["q"]), ph)
+        where.append(f"trajectory_id IN ({sub})")
+        args.append(arg)
     return where, args
 
 
@@ -79,4 +88,4 @@ def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: 
     return sql, [*args, limit + 1]
 
 
-__all__ = ["traj_where", "parse_cursor", "step_page_sql", "TEXT_SEARCH"]
+__all__ = ["traj_where", "parse_cursor", "step_page_sql", "text_search"]

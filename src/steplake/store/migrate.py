@@ -28,10 +28,10 @@ from .postgres_schema import SERIAL_COLUMNS
 from .schema import SCHEMA_VERSION
 
 # Copy order (parents first). The SQLite rowid orders and resumes each table.
-TABLES = ["groups", "trajectories", "steps", "rewards", "curation_history", "feedback", "batches", "policy",
+TABLES = ["groups", "trajectories", "steps", "step_text", "rewards", "curation_history", "feedback", "batches", "policy",
           "keys", "counters", "events"]
 # columns filled from the SQLite rowid (tables whose SQLite key is not an INTEGER PRIMARY KEY)
-ROWID_AS = {"groups": "seq"}
+ROWID_AS = {"groups": "seq", "step_text": "seq"}
 # tables whose existing destination rows are overwritten (exact copies of small state)
 OVERWRITE = {"counters": "name"}
 

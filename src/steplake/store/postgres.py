@@ -21,15 +21,17 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.sql
 from psycopg_pool import ConnectionPool
 
 from ..errors import ConfigError, NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord
-from .codec import dumps
+from .codec import dumps, loads
+from .encode import search_text
 from .postgres_append import PgAppend
 from .postgres_reads import PgReads
-from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
+from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PG_TEXT_INDEX_VERSION
 from .postgres_select import pg_select_groups
 from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, run_tx
 
@@ -53,6 +55,37 @@ def split_schema(url: str) -> tuple[str, str | None]:
 
 def connect_kwargs(schema: str) -> dict[str, Any]:
     return {"autocommit": True, "options": f"-c search_path={schema}", "application_name": "steplake"}
+
+
+def pg_index_existing_text(conn: psycopg.Connection[Any], chunk: int = 5000) -> None:
+    """Fill the message-search table from steps stored before it existed (inside the migration)."""
+    last = 0
+    while rows := conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > %s ORDER BY seq LIMIT %s",
+                               (last, chunk)).fetchall():
+        out = []
+        for seq, tid, doc in rows:
+            d = loads(doc) or {}
+            text = search_text(d.get("messages"), d.get("response")) if isinstance(d, dict) else ""
+            if text:
+                out.append((seq, tid, text))
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO step_text(seq, trajectory_id, text) VALUES (%s, %s, %s)", out)
+        last = rows[-1][0]
+
+
+def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
+    """A pg_trgm GIN index makes message search (ILIKE) an index lookup; without the extension (no right to
+    create it) search still works, scanning the text table."""
+    try:
+        with conn.transaction():  # a savepoint: a refusal leaves the migration intact
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            row = conn.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+                               " WHERE e.extname = 'pg_trgm'").fetchone()
+            assert row is not None
+            conn.execute(psycopg.sql.SQL("CREATE INDEX IF NOT EXISTS step_text_trgm ON step_text USING gin"
+                                         " (text {}.gin_trgm_ops)").format(psycopg.sql.Identifier(row[0])))
+    except psycopg.Error as e:
+        log.warning("message search without a trigram index (pg_trgm unavailable: %s)", str(e).strip())
 
 
 class PostgresStore(PgReads, PgAppend):
@@ -109,6 +142,10 @@ class PostgresStore(PgReads, PgAppend):
                 for stmt in sql.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
+            if 0 < version < PG_TEXT_INDEX_VERSION:
+                pg_index_existing_text(conn)
+            if version < PG_TEXT_INDEX_VERSION:
+                pg_trigram_index(conn)
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) ON CONFLICT (key)"
                          " DO UPDATE SET value = excluded.value", (str(PG_SCHEMA_VERSION),))
 

@@ -147,6 +147,8 @@ class PgAppend(PgWrites):
                             len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
                             s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash,
                             e.doc))
+        if e.text:
+            ctx.texts.append((step_id, e.text))
         known[step_id] = chash
         if index > st.last_index:
             st.last_step_id, st.last_seq = step_id, prompt + response
@@ -164,6 +166,11 @@ class PgAppend(PgWrites):
             for row in ctx.pending:
                 cp.write_row(row)
         ctx.pending.clear()
+        if ctx.texts:
+            tx.q("INSERT INTO step_text(seq, trajectory_id, text) SELECT s.seq, s.trajectory_id, t.text"
+                 " FROM unnest(%s::text[], %s::text[]) AS t(step_id, text) JOIN steps s ON s.step_id = t.step_id",
+                 ([i for i, _ in ctx.texts], [x for _, x in ctx.texts]))
+            ctx.texts.clear()
 
     def _rechain_child(self, tx: Tx, tid: str, index: int, step_id: str, seq: bytes) -> None:
         """A step landed before an existing later one: re-derive that child's continuity against it."""
@@ -185,6 +192,7 @@ class _AppendCtx:
     def __init__(self, now: float, policy: int) -> None:
         self.now, self.policy = now, policy
         self.pending: list[tuple[Any, ...]] = []
+        self.texts: list[tuple[str, str]] = []  # (step_id, search text)
         self.tdelta: dict[str, Json] = {}
         self.counts: dict[str, int] = {"steps": 0, "prompt_tokens": 0, "response_tokens": 0}
         self.res = AppendResult(accepted=0)

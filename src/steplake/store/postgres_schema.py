@@ -173,7 +173,19 @@ CREATE TABLE IF NOT EXISTS keys (
 )
 """
 
-PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1]
+# v2: message search reads an index table (one row per step with text; seq = steps.seq), trigram-indexed
+# when the pg_trgm extension can be used (PostgresStore adds that index after the migration).
+PG_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS step_text (
+  seq BIGINT PRIMARY KEY,
+  trajectory_id TEXT NOT NULL,
+  text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS step_text_traj ON step_text(trajectory_id)
+"""
+
+PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2]
+PG_TEXT_INDEX_VERSION = 2
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
 # Tables whose integer ids come from a sequence: ``steplake migrate`` copies ids verbatim and then moves
@@ -181,4 +193,4 @@ PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 SERIAL_COLUMNS: dict[str, str] = {"groups": "seq", "trajectories": "seq", "steps": "seq", "rewards": "id",
                                   "curation_history": "id", "feedback": "id", "events": "id"}
 
-__all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION", "SERIAL_COLUMNS"]
+__all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION", "PG_TEXT_INDEX_VERSION", "SERIAL_COLUMNS"]

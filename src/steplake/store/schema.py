@@ -180,7 +180,14 @@ INSERT INTO sqlite_stat1(tbl, idx, stat) VALUES
 # The planner has no statistics on a young database: the rows above tell it that a group id is selective
 # and a status is not (else "group_id = ? AND status = ?" would walk every complete trajectory).
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+# v3: message search through an FTS5 trigram index (case-insensitive substrings) instead of a scan of every
+# step's JSON; rowid = steps.seq. Steps already stored are indexed by SqliteStore after this migration.
+SCHEMA_V3 = """
+CREATE VIRTUAL TABLE IF NOT EXISTS step_text USING fts5(trajectory_id UNINDEXED, text, tokenize = 'trigram')
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+TEXT_INDEX_VERSION = 3  # a database migrated from below this version gets its steps' text indexed
 SCHEMA_VERSION = len(MIGRATIONS)
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TEXT_INDEX_VERSION"]

@@ -15,9 +15,9 @@ from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
-from .encode import encode_steps
+from .encode import encode_steps, search_text
 from .filters import parse_cursor, step_page_sql, traj_where
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .schema import MIGRATIONS, SCHEMA_VERSION, TEXT_INDEX_VERSION
 from .selection import select_groups
 from .sqlite_writes import SqliteWrites, TrajState, hash_secret
 
@@ -65,6 +65,24 @@ def group_dict(row: Sequence[Any]) -> Json:
             "n_abandoned": row[5], "status": row[6], "metadata": loads(row[7]) or {}, "created_at": row[8],
             "updated_at": row[9], "ready_at": row[10], "lease_batch_id": row[11], "lease_expires_at": row[12],
             "consumed_at": row[13]}
+
+
+def index_existing_text(conn: sqlite3.Connection, chunk: int = 5000) -> None:
+    """Fill the message-search index from steps stored before it existed (one pass, inside the migration)."""
+    last = 0
+    while True:
+        rows = conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > ? ORDER BY seq LIMIT ?",
+                            (last, chunk)).fetchall()
+        if not rows:
+            return
+        out = []
+        for seq, tid, doc in rows:
+            d = loads(doc) or {}
+            text = search_text(d.get("messages"), d.get("response")) if isinstance(d, dict) else ""
+            if text:
+                out.append((seq, tid, text))
+        conn.executemany("INSERT INTO step_text(rowid, trajectory_id, text) VALUES (?, ?, ?)", out)
+        last = rows[-1][0]
 
 
 class SqliteStore(SqliteWrites):
@@ -140,6 +158,8 @@ class SqliteStore(SqliteWrites):
                 for stmt in sql.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
+            if 0 < version < TEXT_INDEX_VERSION:
+                index_existing_text(conn)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
         except BaseException:

@@ -45,6 +45,7 @@ class _AppendCtx:
     res: AppendResult = field(default_factory=lambda: AppendResult(accepted=0))
     existing: dict[str, bytes] = field(default_factory=dict)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (search text, step_id)
     events: list[tuple[bytes, float]] = field(default_factory=list)
     absent: set[str] = field(default_factory=set)  # trajectories known not to exist yet
     new_trajs: list[tuple[Any, ...]] = field(default_factory=list)
@@ -266,6 +267,10 @@ class SqliteWrites:
         if ctx.rows:
             conn.executemany(self._STEP_INSERT, ctx.rows)
             ctx.rows.clear()
+        if ctx.texts:
+            conn.executemany("INSERT INTO step_text(rowid, trajectory_id, text)"
+                             " SELECT seq, trajectory_id, ? FROM steps WHERE step_id = ?", ctx.texts)
+            ctx.texts.clear()
         if ctx.events:
             conn.executemany("INSERT INTO events(kind, data, at) VALUES ('step', ?, ?)", ctx.events)
             ctx.events.clear()
@@ -318,6 +323,8 @@ class SqliteWrites:
         ctx.rows.append((step_id, tid, st.group_id, index, st.channel, policy, continuity, parent_id, shared,
                          len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
                          s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash, e.doc))
+        if e.text:
+            ctx.texts.append((e.text, step_id))
         ctx.events.append((dumps({"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id,
                                   "step_index": index, "continuity": continuity, "channel": st.channel}), ctx.now))
         if index > st.last_index:
@@ -393,6 +400,7 @@ class SqliteWrites:
                      " (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
         conn.execute("DELETE FROM rewards WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
         conn.execute("DELETE FROM feedback WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
+        conn.execute("DELETE FROM step_text WHERE rowid IN (SELECT seq FROM steps WHERE trajectory_id = ?)", (tid,))
         conn.execute("DELETE FROM steps WHERE trajectory_id = ?", (tid,))
         conn.execute("DELETE FROM trajectories WHERE trajectory_id = ?", (tid,))
         conn.execute("UPDATE groups SET n_trajectories = n_trajectories - 1, n_complete = n_complete - ?,"

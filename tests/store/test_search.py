@@ -1,0 +1,114 @@
+"""Message search (``q``) on both stores: indexed text, what it covers, deletes, and indexing old pools."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from steplake.records import Step, StepResponse
+from steplake.store.encode import search_text
+from steplake.store.sqlite import SqliteStore
+
+P = list(range(100, 140))
+
+
+def step(tid: str, i: int, messages: list[dict[str, Any]], answer: str | None = None,
+         calls: list[dict[str, Any]] | None = None) -> Step:
+    return Step(step_id=f"{tid}-{i}", trajectory_id=tid, step_index=i, prompt_ids=P + [i] * i, response_ids=[1, 2],
+                messages=messages, response=StepResponse(content=answer, tool_calls=calls))
+
+
+def found(store: Any, q: str, **filters: Any) -> list[str]:
+    return sorted(t["trajectory_id"] for t in store.list_trajectories({"q": q, **filters}, None, 100).items)
+
+
+def test_search_text_covers_new_messages_and_the_answer() -> None:
+    history = [{"role": "system", "content": "You are terse."},
+               {"role": "user", "content": [{"type": "text", "text": "What is 17*23?"}]},
+               {"role": "assistant", "content": None,
+                "tool_calls": [{"id": "c1", "function": {"name": "calculator", "arguments": '{"x": "17*23"}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "391"}]
+    assert search_text(history[:2], {"content": None, "tool_calls": history[2]["tool_calls"]}) == \
+        'You are terse.\nWhat is 17*23?\ncalculator\n{"x": "17*23"}'
+    # a later step indexes what arrived since the model's last turn, not the whole history again
+    assert search_text(history, {"content": "It is 391.", "reasoning": "multiply"}) == "391\nIt is 391.\nmultiply"
+    assert search_text(None, None) == ""
+
+
+def test_search_finds_substrings_case_insensitively_in_messages_only(store: Any) -> None:
+    store.append_steps([
+        step("a", 0, [{"role": "user", "content": "Feed the Zebra at noon"}], "Done: zebra fed."),
+        step("b", 0, [{"role": "user", "content": "Count the yaks"}], None,
+             [{"id": "c", "function": {"name": "counter_tool", "arguments": '{"animal": "yak"}'}}]),
+        step("c", 0, [{"role": "user", "content": "100% sure? use a_b"}], "ok"),
+    ])
+    assert found(store, "zebra") == ["a"]
+    assert found(store, "ZEB") == ["a"]                   # substring, any case
+    assert found(store, "counter_t") == ["b"]            # tool-call names and arguments
+    assert found(store, "fed.") == ["a"]                 # the response text
+    assert found(store, "yak") == ["b"]
+    assert found(store, "ak") == ["b"]                   # shorter than a trigram
+    assert found(store, "0%") == ["c"] and found(store, "a_b") == ["c"]  # LIKE wildcards are literal
+    assert found(store, "%") == ["c"] and found(store, "_") == ["b", "c"]
+    assert found(store, '"animal": "yak"') == ["b"] and found(store, 'say "hi"') == []  # quotes are literal
+    assert found(store, "role") == [] and found(store, "content") == []  # JSON keys are not text
+    assert found(store, "zebra", status="complete") == []  # combines with other filters
+
+
+def test_later_steps_and_deleted_trajectories(store: Any) -> None:
+    h0 = [{"role": "user", "content": "Plan the trip to Lisbon"}]
+    h1 = [*h0, {"role": "assistant", "content": "Which dates?"}, {"role": "user", "content": "Early March"}]
+    store.append_steps([step("t", 0, h0, "Which dates?"), step("t", 1, h1, "Booked for March 3rd")])
+    assert found(store, "lisbon") == ["t"] and found(store, "early march") == ["t"]
+    assert found(store, "march 3rd") == ["t"] and found(store, "which dates") == ["t"]
+    assert store.delete_trajectory("t")
+    assert found(store, "lisbon") == []
+
+
+def test_a_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    s = SqliteStore(db)
+    s.open()
+    s.append_steps([step("old", 0, [{"role": "user", "content": "legacy walrus question"}], "walrus answer")])
+    s.close()
+    with sqlite3.connect(db) as c:  # back to schema v2, the last one without the text index
+        c.execute("DROP TABLE step_text")
+        c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    s = SqliteStore(db)
+    s.open()
+    try:
+        assert found(s, "walrus") == ["old"] and found(s, "legacy") == ["old"]
+    finally:
+        s.close()
+
+
+def test_a_postgres_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path) -> None:
+    import os
+    import uuid
+
+    import psycopg
+    import pytest
+
+    url = os.environ.get("STEPLAKE_TEST_PG_URL")
+    if not url:
+        pytest.skip("STEPLAKE_TEST_PG_URL is not set (.ci/run sets it)")
+    from steplake.store.postgres import PostgresStore, connect_kwargs
+
+    schema = f"t_search_{uuid.uuid4().hex[:8]}"
+    s = PostgresStore(url, schema=schema, drop_schema_on_close=False)
+    s.open()
+    s.append_steps([step("old", 0, [{"role": "user", "content": "legacy walrus question"}], "walrus answer")])
+    s.close()
+    with psycopg.connect(s.url, **connect_kwargs(schema)) as c:  # back to schema v1, without the text table
+        c.execute("DROP TABLE step_text")
+        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    s = PostgresStore(url, schema=schema, drop_schema_on_close=True)
+    s.open()
+    try:
+        assert found(s, "walrus") == ["old"] and found(s, "LEGACY") == ["old"]
+        # the trigram index exists when pg_trgm can be created (CI's database allows it)
+        assert s._tx(lambda tx: tx.one("SELECT count(*) FROM pg_indexes WHERE indexname = 'step_text_trgm'"
+                                       " AND schemaname = current_schema()"))[0] == 1
+    finally:
+        s.close()
