@@ -7,12 +7,12 @@ writer thread is inside SQLite (which releases the GIL); the writer only binds t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..records import Step
-from .codec import dumps, floats_to_bytes, ids_to_bytes
+from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
 
 _HASH_EXCLUDE = {"prompt_ids", "response_ids", "response_logprobs", "continuity", "parent_step_id",
                  "shared_prefix_len", "created_at", "step_index"}
@@ -88,6 +88,26 @@ def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes |
     return h.digest()
 
 
+def backfill_text(fetch: Callable[[int], Sequence[tuple[int, str, Any]]],
+                  insert: Callable[[list[tuple[int, str, str]]], None]) -> int:
+    """Index the text of steps stored before the search index existed: ``fetch(after_seq)`` returns the next
+    chunk of ``(seq, trajectory_id, doc)`` rows in seq order, ``insert`` writes ``(seq, trajectory_id, text)``
+    rows. Used by both stores' migrations; returns the number of steps indexed."""
+    last, n = 0, 0
+    while rows := fetch(last):
+        out = []
+        for seq, tid, doc in rows:
+            d = loads(doc)
+            text = search_text(d.get("messages"), d.get("response")) if isinstance(d, dict) else ""
+            if text:
+                out.append((seq, tid, text))
+        if out:
+            insert(out)
+        n += len(out)
+        last = rows[-1][0]
+    return n
+
+
 def encode_step(s: Step) -> Encoded:
     prompt, response = ids_to_bytes(s.prompt_ids), ids_to_bytes(s.response_ids)
     logprobs = floats_to_bytes(s.response_logprobs)
@@ -102,4 +122,4 @@ def encode_steps(steps: Sequence[Step]) -> list[Encoded]:
     return [encode_step(s) for s in steps]
 
 
-__all__ = ["Encoded", "encode_step", "encode_steps", "step_content_hash", "search_text", "MAX_SEARCH_CHARS"]
+__all__ = ["Encoded", "encode_step", "encode_steps", "step_content_hash", "search_text", "backfill_text", "MAX_SEARCH_CHARS"]

@@ -27,8 +27,8 @@ from psycopg_pool import ConnectionPool
 from ..errors import ConfigError, NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord
-from .codec import dumps, loads
-from .encode import search_text
+from .codec import dumps
+from .encode import backfill_text
 from .postgres_append import PgAppend
 from .postgres_reads import PgReads
 from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PG_TEXT_INDEX_VERSION
@@ -59,18 +59,11 @@ def connect_kwargs(schema: str) -> dict[str, Any]:
 
 def pg_index_existing_text(conn: psycopg.Connection[Any], chunk: int = 5000) -> None:
     """Fill the message-search table from steps stored before it existed (inside the migration)."""
-    last = 0
-    while rows := conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > %s ORDER BY seq LIMIT %s",
-                               (last, chunk)).fetchall():
-        out = []
-        for seq, tid, doc in rows:
-            d = loads(doc) or {}
-            text = search_text(d.get("messages"), d.get("response")) if isinstance(d, dict) else ""
-            if text:
-                out.append((seq, tid, text))
+    def insert(rows: list[tuple[int, str, str]]) -> None:
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO step_text(seq, trajectory_id, text) VALUES (%s, %s, %s)", out)
-        last = rows[-1][0]
+            cur.executemany("INSERT INTO step_text(seq, trajectory_id, text) VALUES (%s, %s, %s)", rows)
+    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > %s"
+                                             " ORDER BY seq LIMIT %s", (after, chunk)).fetchall(), insert)
 
 
 def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:

@@ -15,7 +15,7 @@ from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
-from .encode import encode_steps, search_text
+from .encode import backfill_text, encode_steps
 from .filters import parse_cursor, step_page_sql, traj_where
 from .schema import MIGRATIONS, SCHEMA_VERSION, TEXT_INDEX_VERSION
 from .selection import select_groups
@@ -69,20 +69,10 @@ def group_dict(row: Sequence[Any]) -> Json:
 
 def index_existing_text(conn: sqlite3.Connection, chunk: int = 5000) -> None:
     """Fill the message-search index from steps stored before it existed (one pass, inside the migration)."""
-    last = 0
-    while True:
-        rows = conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > ? ORDER BY seq LIMIT ?",
-                            (last, chunk)).fetchall()
-        if not rows:
-            return
-        out = []
-        for seq, tid, doc in rows:
-            d = loads(doc) or {}
-            text = search_text(d.get("messages"), d.get("response")) if isinstance(d, dict) else ""
-            if text:
-                out.append((seq, tid, text))
-        conn.executemany("INSERT INTO step_text(rowid, trajectory_id, text) VALUES (?, ?, ?)", out)
-        last = rows[-1][0]
+    def insert(rows: list[tuple[int, str, str]]) -> None:
+        conn.executemany("INSERT INTO step_text(rowid, trajectory_id, text) VALUES (?, ?, ?)", rows)
+    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > ?"
+                                             " ORDER BY seq LIMIT ?", (after, chunk)).fetchall(), insert)
 
 
 class SqliteStore(SqliteWrites):
