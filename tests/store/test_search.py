@@ -112,3 +112,44 @@ def test_a_postgres_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path
                                        " AND schemaname = current_schema()"))[0] == 1
     finally:
         s.close()
+
+
+def test_common_terms_walk_the_trajectories_with_the_same_answers(tmp_path: Path,
+                                                                 monkeypatch: Any) -> None:
+    """A term in many steps is answered by walking trajectories newest first; the pages are the same as
+    collecting every match, also when the walk runs out of time and falls back."""
+    import steplake.store.sqlite as sq
+
+    s = SqliteStore(tmp_path / "pool.db")
+    s.open()
+    try:
+        for t in range(30):
+            s.append_steps([step(f"w{t}", 0, [{"role": "user", "content": f"Task {t}: use the Calculator"}],
+                                 f"result {t * 7}")])
+
+        def pages(q: str) -> list[list[str]]:
+            out, cur = [], None
+            while True:
+                page = s.list_trajectories({"q": q}, cur, 4)
+                out.append([t["trajectory_id"] for t in page.items])
+                if (cur := page.next_cursor) is None:
+                    return out
+        queries = ["calculator", "result 1", "task 2", "CALC", "nothing here"]
+        collected = {q: pages(q) for q in queries}
+        assert sum(map(len, collected["calculator"])) == 30 and collected["task 2"][0][0] == "w29"
+        monkeypatch.setattr(sq, "DENSE_MATCHES", 2)
+        assert {q: pages(q) for q in queries} == collected
+        monkeypatch.setattr(sq, "DENSE_BUDGET_S", 0.0)  # every walk is cut short and falls back
+        monkeypatch.setattr(sq, "DENSE_CHECK_EVERY", 1)
+        cut = []
+        page_rows = SqliteStore._page_rows
+
+        def spy(*a: Any, **kw: Any) -> Any:
+            rows = page_rows(*a, **kw)
+            cut.append(rows is None)
+            return rows
+        monkeypatch.setattr(SqliteStore, "_page_rows", staticmethod(spy))
+        assert {q: pages(q) for q in queries} == collected
+        assert any(cut)
+    finally:
+        s.close()

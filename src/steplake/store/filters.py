@@ -8,7 +8,7 @@ from ..errors import ValidationError
 from .base import Json
 
 
-def _like_pattern(q: str) -> str:
+def like_pattern(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
@@ -18,8 +18,14 @@ def text_search(q: str, ph: str) -> tuple[str, str]:
     if ph == "?":
         if len(q) >= 3:
             return "SELECT trajectory_id FROM step_text WHERE step_text MATCH ?", '"' + q.replace('"', '""') + '"'
-        return "SELECT trajectory_id FROM step_text WHERE text LIKE ? ESCAPE '\\'", _like_pattern(q)
-    return f"SELECT trajectory_id FROM step_text WHERE text ILIKE {ph} ESCAPE '\\'", _like_pattern(q)
+        return "SELECT trajectory_id FROM step_text WHERE text LIKE ? ESCAPE '\\'", like_pattern(q)
+    return f"SELECT trajectory_id FROM step_text WHERE text ILIKE {ph} ESCAPE '\\'", like_pattern(q)
+
+
+# SQLite, a search term in many steps: walk the page's trajectories newest first and test each one's steps
+# (a few row lookups each) instead of collecting every matching trajectory first
+DENSE_TEXT_SQL = ("EXISTS (SELECT 1 FROM steps s WHERE s.trajectory_id = trajectories.trajectory_id"
+                  " AND (SELECT text FROM step_text WHERE rowid = s.seq) LIKE ? ESCAPE '\\')")
 
 
 def parse_cursor(c: str) -> int:
@@ -88,4 +94,4 @@ def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: 
     return sql, [*args, limit + 1]
 
 
-__all__ = ["traj_where", "parse_cursor", "step_page_sql", "text_search"]
+__all__ = ["traj_where", "parse_cursor", "step_page_sql", "text_search", "like_pattern", "DENSE_TEXT_SQL"]

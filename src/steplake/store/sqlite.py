@@ -16,7 +16,7 @@ from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
 from .encode import backfill_text, encode_steps
-from .filters import parse_cursor, step_page_sql, traj_where
+from .filters import DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, text_search, traj_where
 from .schema import MIGRATIONS, SCHEMA_VERSION, TEXT_INDEX_VERSION
 from .selection import select_groups
 from .sqlite_writes import SqliteWrites, TrajState, hash_secret
@@ -73,6 +73,11 @@ def index_existing_text(conn: sqlite3.Connection, chunk: int = 5000) -> None:
         conn.executemany("INSERT INTO step_text(rowid, trajectory_id, text) VALUES (?, ?, ?)", rows)
     backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > ?"
                                              " ORDER BY seq LIMIT ?", (after, chunk)).fetchall(), insert)
+
+
+DENSE_MATCHES = 10_000  # search terms in at least this many steps walk the trajectories (see list_trajectories)
+DENSE_BUDGET_S = 0.05  # ... for at most this long before falling back to collecting the matches
+DENSE_CHECK_EVERY = 20_000  # SQLite VM steps between two looks at the clock during that walk
 
 
 class SqliteStore(SqliteWrites):
@@ -322,8 +327,34 @@ class SqliteStore(SqliteWrites):
         return t
 
     def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
-        where, args = traj_where(filters)
+        conn = self._reader()
+        q = str(filters.get("q") or "")
+        rows = None
+        if len(q) >= 3 and q.isascii() and self._common_text(conn, q):
+            where, args = traj_where({**filters, "q": None})
+            rows = self._page_rows(conn, [*where, DENSE_TEXT_SQL], [*args, like_pattern(q)], filters, cursor, limit,
+                                   budget_s=DENSE_BUDGET_S)
+        if rows is None:  # the usual plan; also when the walk above found its matches too sparse
+            where, args = traj_where(filters)
+            rows = self._page_rows(conn, where, args, filters, cursor, limit)
+        assert rows is not None
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
+
+    @staticmethod
+    def _common_text(conn: sqlite3.Connection, q: str) -> bool:
+        """Whether at least ``DENSE_MATCHES`` steps contain ``q`` (a bounded count on the trigram index)."""
+        sub, arg = text_search(q, "?")
+        row = conn.execute(f"SELECT count(*) FROM ({sub} LIMIT {DENSE_MATCHES})", (arg,)).fetchone()
+        return bool(row[0] >= DENSE_MATCHES)
+
+    @staticmethod
+    def _page_rows(conn: sqlite3.Connection, where: list[str], args: list[Any], filters: Json, cursor: str | None,
+                   limit: int, budget_s: float | None = None) -> list[Any] | None:
+        """One keyset page of trajectories; with ``budget_s``, None when the query ran out of time."""
         desc = filters.get("order", "desc") == "desc"
+        where, args = list(where), list(args)
         if cursor is not None:
             where.append("seq < ?" if desc else "seq > ?")
             args.append(parse_cursor(cursor))
@@ -331,10 +362,18 @@ class SqliteStore(SqliteWrites):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT ?"
-        rows = self._reader().execute(sql, [*args, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
+        if budget_s is None:
+            return conn.execute(sql, [*args, limit + 1]).fetchall()
+        deadline = time.monotonic() + budget_s
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), DENSE_CHECK_EVERY)
+        try:
+            return conn.execute(sql, [*args, limit + 1]).fetchall()
+        except sqlite3.OperationalError as e:
+            if "interrupt" not in str(e):
+                raise
+            return None
+        finally:
+            conn.set_progress_handler(None, 0)
 
     def trajectory_ids_matching(self, filters: Json, limit: int = 100_000) -> list[str]:
         where, args = traj_where(filters)
