@@ -5,6 +5,10 @@ With ``return_token_ids: true`` the response carries top-level ``prompt_token_id
 ``token_ids``; every sampled id is in exactly one chunk, also when its text was held back or became a
 tool call). ``finish_reason`` is ``tool_calls`` when calls were parsed, except for a ``tool_choice``
 naming a function (``stop``, as OpenAI does).
+
+``prompt_logprobs: k`` (vLLM extension) puts top-level ``prompt_logprobs`` on a non-streamed answer: the
+rendered prompt's tokens scored in one forward pass, in the shape ``completions_api`` describes (``null``
+when not asked for); a stream refuses k > 0.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .serving import (
     SSE_DONE,
     ServerState,
     chat_logprob,
+    compute_prompt_logprobs,
     generate,
     new_id,
     now,
@@ -48,6 +53,7 @@ class ChatJob:
     id: str
     created: int
     model_name: str
+    prompt_logprobs: int | None = None
 
 
 def _format_plan(req: ChatRequest, eos: int) -> tuple[Segment, ...] | None:
@@ -65,6 +71,7 @@ def _format_plan(req: ChatRequest, eos: int) -> tuple[Segment, ...] | None:
 
 
 async def prepare_chat(state: ServerState, req: ChatRequest) -> ChatJob:
+    prompt_logprobs = req.wanted_prompt_logprobs()
     model = await state.ready()
     tools = normalize_tools(req.tools)
     prompt_ids = model.render_chat(req.messages, tools, req.tool_choice, req.add_generation_prompt,
@@ -77,7 +84,7 @@ async def prepare_chat(state: ServerState, req: ChatRequest) -> ChatJob:
                                                            for i in range(req.n)],
                    plan=plan, parse_tools=bool(tools) and req.tool_choice != "none",
                    named_tool=isinstance(req.tool_choice, dict), id=new_id("chatcmpl"), created=now(),
-                   model_name=state.served_model_name)
+                   model_name=state.served_model_name, prompt_logprobs=prompt_logprobs)
 
 
 def _finish(job: ChatJob, finish: str, has_calls: bool) -> str:
@@ -114,11 +121,13 @@ def _choice(state: ServerState, job: ChatJob, index: int, gen: Generation) -> di
 
 
 async def chat_response(state: ServerState, job: ChatJob) -> dict[str, Any]:
+    scored = await compute_prompt_logprobs(state.model, job.prompt_ids, job.prompt_logprobs)
     gens = [await generate(state.model, job.prompt_ids, p, job.plan) for p in job.params]
     body: dict[str, Any] = {
         "id": job.id, "object": "chat.completion", "created": job.created, "model": job.model_name,
         "choices": [_choice(state, job, i, g) for i, g in enumerate(gens)],
         "usage": usage(len(job.prompt_ids), sum(len(g.token_ids) for g in gens)),
+        "prompt_logprobs": scored,
     }
     if job.req.return_token_ids:
         body["prompt_token_ids"] = job.prompt_ids

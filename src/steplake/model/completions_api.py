@@ -4,6 +4,16 @@ Each choice carries ``prompt_token_ids`` and ``token_ids`` when ``return_token_i
 ``prompt_token_ids`` on the first chunk of each choice, ``token_ids`` deltas on every chunk). Choice
 ``index`` is ``prompt_index * n + i``. ``logprobs: k`` gives the legacy shape (``tokens``,
 ``token_logprobs``, ``top_logprobs``, ``text_offset``). ``echo`` and ``suffix`` are not supported (400).
+
+``prompt_logprobs: k`` (vLLM extension, 0 ≤ k ≤ 20, a JSON integer) scores the prompt in one forward
+pass: each choice gets ``prompt_logprobs``, a list as long as its prompt, ``null`` for the first token,
+then per position ``{"<token id>": {"logprob", "rank", "decoded_token"}}`` holding the prompt's own token
+(first; ``rank`` is its rank in the whole vocabulary) and the ``k`` most likely tokens (ranks 1..k), so
+``k`` or ``k + 1`` entries. Logprobs are raw (log-softmax of the logits) whatever the logprobs mode,
+``-inf`` reads -9999.0, and without ``prompt_logprobs`` the field is ``null`` (as in vLLM). To recompute
+the logprobs of a sampled sequence, send ``prompt = prompt ids + response ids``, ``max_tokens: 1``.
+Differences from vLLM: ``-1`` (the whole vocabulary) is refused, and so is ``echo`` with ``max_tokens:
+0`` (vLLM's other way to score without sampling); a stream refuses k > 0 and leaves out k = 0, as vLLM.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from .serving import (
     SSE_DONE,
     ServerState,
     completion_logprobs,
+    compute_prompt_logprobs,
     generate,
     new_id,
     now,
@@ -40,6 +51,7 @@ class CompletionJob:
     id: str
     created: int
     model_name: str
+    prompt_logprobs: int | None = None
 
 
 async def prepare_completion(state: ServerState, req: CompletionRequest) -> CompletionJob:
@@ -47,6 +59,7 @@ async def prepare_completion(state: ServerState, req: CompletionRequest) -> Comp
         raise BadRequestError("echo is not supported", code="unsupported")
     if req.suffix:
         raise BadRequestError("suffix is not supported", code="unsupported")
+    prompt_logprobs = req.wanted_prompt_logprobs()
     model = await state.ready()
     prompts = [model.encode(p) if isinstance(p, str) else list(p) for p in req.prompts()]
     top = req.logprobs or 0
@@ -54,7 +67,7 @@ async def prepare_completion(state: ServerState, req: CompletionRequest) -> Comp
     for ids in prompts:
         max_tokens = state.max_tokens(ids, req.max_tokens)
         params.append([sampling_params(req, max_tokens, i, top) for i in range(req.n)])
-    return CompletionJob(req, prompts, params, new_id("cmpl"), now(), state.served_model_name)
+    return CompletionJob(req, prompts, params, new_id("cmpl"), now(), state.served_model_name, prompt_logprobs)
 
 
 def _logprobs(state: ServerState, job: CompletionJob, gen_ids: list[int], lps: list[float],
@@ -64,10 +77,12 @@ def _logprobs(state: ServerState, job: CompletionJob, gen_ids: list[int], lps: l
     return completion_logprobs(state.model, gen_ids, lps, tops, job.req.return_tokens_as_token_ids, offset)
 
 
-def _choice(state: ServerState, job: CompletionJob, index: int, prompt: list[int], gen: Generation) -> dict[str, Any]:
+def _choice(state: ServerState, job: CompletionJob, index: int, prompt: list[int], gen: Generation,
+            prompt_logprobs: list[Any] | None) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "text": gen.text,
                               "logprobs": _logprobs(state, job, gen.token_ids, gen.logprobs, gen.top_logprobs),
-                              "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason}
+                              "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason,
+                              "prompt_logprobs": prompt_logprobs}
     if job.req.return_token_ids:
         choice["prompt_token_ids"] = prompt
         choice["token_ids"] = gen.token_ids
@@ -78,10 +93,11 @@ async def completion_response(state: ServerState, job: CompletionJob) -> dict[st
     choices = []
     completion_tokens = 0
     for p, (prompt, plist) in enumerate(zip(job.prompts, job.params, strict=True)):
+        scored = await compute_prompt_logprobs(state.model, prompt, job.prompt_logprobs)
         for i, params in enumerate(plist):
             gen = await generate(state.model, prompt, params)
             completion_tokens += len(gen.token_ids)
-            choices.append(_choice(state, job, p * job.req.n + i, prompt, gen))
+            choices.append(_choice(state, job, p * job.req.n + i, prompt, gen, scored))
     return {"id": job.id, "object": "text_completion", "created": job.created, "model": job.model_name,
             "choices": choices,
             "usage": usage(sum(len(p) for p in job.prompts), completion_tokens)}

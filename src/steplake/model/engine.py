@@ -9,6 +9,8 @@ sampled (the end-of-turn token included when the model emitted it) and the logpr
 are by default *raw* (the log-softmax of the model's logits, before temperature/top-p, like vLLM's
 default), so one forward pass over prompt + response (``compute_logprobs``) gives the same numbers;
 ``logprobs_mode="processed"`` reports the log-probability under the distribution actually sampled from.
+``prompt_logprobs`` scores a whole sequence the same way (vLLM's ``prompt_logprobs``: per position the
+token's raw logprob, its vocabulary rank and the top-k alternatives; see ``scoring.py``).
 Generations are serialized by a lock. ``reload()`` loads new weights beside the old ones and swaps them
 in between two generations; the tokenizer (and chat template) stays the one loaded first.
 
@@ -32,6 +34,7 @@ from .chat import to_template_messages
 from .constants import DEFAULT_MODEL_NAME, GGUF_NAME, LOGPROBS_MODES, LogprobsMode
 from .decoding import FREE_PLAN, Decoding, Generation, Segment, TokenPiece
 from .sampling import SamplingParams
+from .scoring import MAX_PROMPT_LOGPROBS, PositionLogprobs, score_positions
 from .text import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -281,6 +284,14 @@ class LocalModel:
             gen.add(piece)
         return gen
 
+    def _scoring_logits(self, ids: Sequence[int], keep: int) -> Any:
+        """Logits of the last ``keep`` positions of one forward pass over ``ids`` (no cache kept)."""
+        import torch
+
+        with self._gen_lock, torch.inference_mode():
+            return self._model(input_ids=torch.tensor([list(ids)], dtype=torch.long),
+                               logits_to_keep=keep).logits[0].float()
+
     def compute_logprobs(self, prompt_ids: Sequence[int], response_ids: Sequence[int],
                          temperature: float = 1.0) -> list[float]:
         """Raw logprob of each response token given everything before it, in one forward pass
@@ -294,12 +305,22 @@ class LocalModel:
         if not prompt_ids:
             raise BadRequestError("the prompt is empty", code="empty_prompt")
         ids = [*prompt_ids, *response_ids]
-        with self._gen_lock, torch.inference_mode():
-            logits = self._model(input_ids=torch.tensor([ids[:-1]], dtype=torch.long),
-                                 logits_to_keep=len(response_ids)).logits[0].float()
+        logits = self._scoring_logits(ids[:-1], len(response_ids))
         dist = torch.log_softmax(logits / temperature, dim=-1)
         index = torch.tensor(list(response_ids), dtype=torch.long).unsqueeze(1)
         return [float(x) for x in dist.gather(1, index).squeeze(1)]
 
+    def prompt_logprobs(self, ids: Sequence[int], top: int = 0) -> list[PositionLogprobs | None]:
+        """vLLM's ``prompt_logprobs``: ``None`` for the first token, then for each later token its raw
+        logprob given everything before it, its vocabulary rank and the ``top`` most likely tokens; one
+        forward pass over ``ids`` (the same numbers as ``compute_logprobs``)."""
+        self.check_prompt(ids)
+        if not 0 <= top <= MAX_PROMPT_LOGPROBS:
+            raise BadRequestError(f"prompt_logprobs must be in [0, {MAX_PROMPT_LOGPROBS}]",
+                                  code="invalid_prompt_logprobs")
+        if len(ids) == 1:
+            return [None]
+        logits = self._scoring_logits(list(ids)[:-1], len(ids) - 1)
+        return [None, *score_positions(logits, list(ids)[1:], top)]
 
 __all__ = ["LocalModel", "find_default_gguf", "GGUF_NAME", "DEFAULT_MODEL_NAME"]

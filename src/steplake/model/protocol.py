@@ -6,12 +6,13 @@ in OpenAI shape (see ``server.py``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequestError
 from .sampling import SamplingParams
+from .scoring import MAX_PROMPT_LOGPROBS
 
 
 class _Body(BaseModel):
@@ -41,6 +42,7 @@ class SamplingFields(_Body):
     stream_options: StreamOptions | None = None
     return_token_ids: bool = False
     return_tokens_as_token_ids: bool = False
+    prompt_logprobs: Annotated[int, Field(strict=True, ge=0, le=MAX_PROMPT_LOGPROBS)] | None = None
     user: str | None = None
 
     def stop_list(self) -> tuple[str, ...]:
@@ -51,6 +53,18 @@ class SamplingFields(_Body):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def wanted_prompt_logprobs(self) -> int | None:
+        """``prompt_logprobs`` for a non-streamed answer; like vLLM, a stream refuses a positive value and
+        leaves out ``prompt_logprobs: 0``."""
+        if self.prompt_logprobs is None:
+            return None
+        if self.stream:
+            if self.prompt_logprobs > 0:
+                raise BadRequestError("prompt_logprobs are not available when stream is true",
+                                      code="invalid_prompt_logprobs")
+            return None
+        return self.prompt_logprobs
 
 
 class ChatRequest(SamplingFields):

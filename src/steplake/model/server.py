@@ -9,6 +9,8 @@ The model starts loading in the background when the app starts; requests that ne
 Any ``model`` name is accepted in requests; responses carry the served name. Requests without
 ``max_tokens`` get at most ``default_max_tokens`` (and never more than the context has room for).
 Errors are OpenAI-shaped ``{"error": {"message", "type", "code"}}``; bad input is always a 400.
+Both completion endpoints take vLLM's ``prompt_logprobs: k`` (0..20) to score the prompt's own tokens
+(shape in ``completions_api``): a trainer recomputes logprobs with ``prompt = prompt + response ids``.
 """
 
 from __future__ import annotations

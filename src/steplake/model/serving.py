@@ -17,6 +17,7 @@ from ..errors import BadRequestError, ServiceUnavailableError
 from .decoding import FREE_PLAN, Generation, Segment, TokenPiece
 from .engine import LocalModel
 from .sampling import SamplingParams
+from .scoring import PositionLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,29 @@ def completion_logprobs(model: LocalModel, ids: Sequence[int], lps: Sequence[flo
             "text_offset": offsets}
 
 
+def prompt_logprobs_json(model: LocalModel, positions: Sequence[PositionLogprobs | None]) -> list[Any]:
+    """vLLM's wire shape: per position ``null`` or ``{"<id>": {logprob, rank, decoded_token}}``, the
+    position's own token first, then the top-k (rank 1..k; the own token keeps its place when among them)."""
+    out: list[Any] = []
+    for pos in positions:
+        if pos is None:
+            out.append(None)
+            continue
+        entries = {pos.token_id: pos.rank, **{t: r for r, (t, _) in enumerate(pos.top, 1)}}
+        logprobs = {pos.token_id: pos.logprob, **dict(pos.top)}
+        out.append({str(t): {"logprob": finite(logprobs[t]), "rank": rank, "decoded_token": model.token_text(t)}
+                    for t, rank in entries.items()})
+    return out
+
+
+async def compute_prompt_logprobs(model: LocalModel, prompt_ids: Sequence[int], top: int | None) -> list[Any] | None:
+    """``prompt_logprobs`` of a prompt (one forward pass in a worker thread), or None when not asked for."""
+    if top is None:
+        return None
+    positions = await asyncio.to_thread(model.prompt_logprobs, prompt_ids, top)
+    return prompt_logprobs_json(model, positions)
+
+
 _DONE = object()
 
 
@@ -156,4 +180,5 @@ def stream_error(exc: Exception) -> bytes:
 
 
 __all__ = ["ServerState", "new_id", "now", "sse", "SSE_DONE", "usage", "chat_logprob", "completion_logprobs",
-           "stream_pieces", "generate", "stream_error", "LOGPROB_FLOOR"]
+           "stream_pieces", "generate", "stream_error", "LOGPROB_FLOOR", "prompt_logprobs_json",
+           "compute_prompt_logprobs"]
