@@ -154,11 +154,18 @@ def test_openai_sdk_whole_and_streamed_exact_ids(server: str, local_model: Any, 
 def test_prompt_logprobs_pass_through_the_gateway(server: str, model_url: str) -> None:
     ids = httpx.post(f"{model_url}/tokenize", json={"prompt": "Score these tokens."}).json()["tokens"]
     body = {"prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 2}
-    via = httpx.post(f"{server}/t/pl-{uuid.uuid4().hex[:8]}/v1/completions", json=body, timeout=300)
+    tid = f"pl-{uuid.uuid4().hex[:8]}"
+    before = httpx.get(f"{server}/api/v1/stats").json()["steps"]
+    via = httpx.post(f"{server}/t/{tid}/v1/completions", json=body, timeout=300)
     direct = httpx.post(f"{model_url}/v1/completions", json=body, timeout=300)
     assert via.status_code == 200 and direct.status_code == 200, (via.text, direct.text)
     scored = via.json()["choices"][0]["prompt_logprobs"]
     assert scored == direct.json()["choices"][0]["prompt_logprobs"] and len(scored) == len(ids)
+    # scoring is a trainer's call, not an agent's action: nothing is recorded
+    time.sleep(0.3)
+    assert httpx.get(f"{server}/api/v1/trajectories/{tid}").status_code == 404
+    stats = httpx.get(f"{server}/api/v1/stats").json()
+    assert stats["steps"] == before
 
 
 def test_sampled_ids_are_kept_when_text_reencodes_differently(server: str, local_model: Any) -> None:

@@ -51,6 +51,7 @@ class Gateway:
         self.tokenizer = FallbackTokenizer(settings.tokenizer) if settings.tokenizer else None
         self.index = ExchangeIndex()
         self.capturer = Capturer(pool, self.index, self.tokenizer, settings.capture_sync)
+        self.scoring_calls = 0  # prompt_logprobs requests: forwarded, never captured
         self._tasks: set[asyncio.Task[Any]] = set()
         self._switch: float | None = None
         self._routes = self.routes()
@@ -106,7 +107,7 @@ class Gateway:
     def stats(self) -> Json:
         return {"upstreams": [u.as_dict() for u in self.upstreams.upstreams],
                 "capture": self.capturer.counters.as_dict(), "exchange_index": len(self.index),
-                "captures_in_flight": len(self._tasks),
+                "captures_in_flight": len(self._tasks), "scoring_calls": self.scoring_calls,
                 "ids_missing": sum(u.ids_missing for u in self.upstreams.upstreams),
                 "ids_inconsistent": sum(u.ids_inconsistent for u in self.upstreams.upstreams)}
 

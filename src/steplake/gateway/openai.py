@@ -49,6 +49,8 @@ class OpenAIHandlers:
         gw = self.gw
         body = await read_json(request, gw.settings.max_body_bytes)
         check_chat(body)
+        if body.get("prompt_logprobs") is not None:
+            return await self._scoring(body, "/chat/completions", completions=False)
         att = await gw.resolve(from_request(request), body["messages"])
         stream = bool(body.get("stream"))
         ctx = CallContext("openai.chat", att, body["messages"], body.get("tools"), sampling_of(body), stream)
@@ -58,11 +60,24 @@ class OpenAIHandlers:
         gw = self.gw
         body = await read_json(request, gw.settings.max_body_bytes)
         check_completion(body)
+        if body.get("prompt_logprobs") is not None:
+            return await self._scoring(body, "/completions", completions=True)
         att = await gw.resolve(from_request(request), None)
         stream = bool(body.get("stream"))
         ctx = CallContext("openai.completions", att, None, None, sampling_of(body), stream,
                           prompt_text=body["prompt"])
         return await self._call(ctx, body, "/completions", Wants.of(body, completions=True), completions=True)
+
+    async def _scoring(self, body: Json, path: str, completions: bool) -> Response:
+        """A ``prompt_logprobs`` request scores a sequence (a trainer recomputing logprobs), it is no agent
+        action: forwarded as it is and answered, with no trajectory opened and no step recorded."""
+        gw = self.gw
+        gw.scoring_calls += 1
+
+        async def post(up: Upstream) -> Json:
+            return await gw.client.post_json(up, path, body)
+        _, data = await gw.upstreams.call(None, post)
+        return Response(orjson.dumps(data), media_type="application/json")
 
     async def models(self, request: Request) -> Response:
         gw = self.gw
