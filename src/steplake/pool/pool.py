@@ -89,17 +89,30 @@ class Pool:
         await asyncio.to_thread(self.store.close)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a store call in a worker thread, counted until the thread is done (even if we are cancelled)."""
+        """Run a store call in a worker thread, counted until the thread is done (even if we are cancelled).
+        A call cancelled while still queued never runs: it is uncounted here, or ``stop`` would wait for it."""
+        state = {"started": False, "dropped": False}
         with self._inflight_lock:
             self._inflight += 1
 
         def call() -> T:
+            with self._inflight_lock:
+                if state["dropped"]:
+                    raise asyncio.CancelledError
+                state["started"] = True
             try:
                 return fn(*args, **kwargs)
             finally:
                 with self._inflight_lock:
                     self._inflight -= 1
-        return await asyncio.to_thread(call)
+        try:
+            return await asyncio.to_thread(call)
+        except BaseException:
+            with self._inflight_lock:
+                if not state["started"] and not state["dropped"]:
+                    state["dropped"] = True
+                    self._inflight -= 1
+            raise
 
     async def _drain(self, timeout: float = 30.0) -> None:
         """Wait for store calls still running in threads (their awaiting tasks may be cancelled)."""
