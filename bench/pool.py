@@ -334,6 +334,9 @@ def main() -> None:
         for r in rows:
             t.add_row(*r)
         console.print(t)
+        print("\n| measure | result | target | verdict |\n| --- | --- | --- | --- |")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
         shutil.rmtree(tmp, ignore_errors=True)
 
 
