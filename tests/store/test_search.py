@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,21 @@ def test_common_terms_walk_the_trajectories_with_the_same_answers(tmp_path: Path
         assert any(cut)
     finally:
         s.close()
+
+
+def test_postgres_walk_falls_back_to_the_index_when_out_of_time(store: Any, monkeypatch: Any) -> None:
+    import pytest
+
+    if type(store).__name__ != "PostgresStore":
+        pytest.skip("the PostgreSQL plan (SQLite's is tested above)")
+    import steplake.store.postgres_reads as pr
+
+    for t in range(12):
+        store.append_steps([step(f"p{t}", 0, [{"role": "user", "content": f"Task {t}: use the Calculator"}])])
+    want = found(store, "calculator")
+    assert len(want) == 12 and found(store, "task 1") == ["p1", "p10", "p11"]
+    # every probe of the walk now sleeps past the budget: the answer comes from the indexed plan, unchanged
+    monkeypatch.setattr(pr, "PG_DENSE_TEXT_SQL", "pg_sleep(0.2) IS NOT NULL AND " + pr.PG_DENSE_TEXT_SQL)
+    t0 = time.monotonic()
+    assert found(store, "calculator") == want and found(store, "task 1") == ["p1", "p10", "p11"]
+    assert time.monotonic() - t0 < 2

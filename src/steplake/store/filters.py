@@ -28,6 +28,10 @@ DENSE_TEXT_SQL = ("EXISTS (SELECT 1 FROM steps s WHERE s.trajectory_id = traject
                   " AND (SELECT text FROM step_text WHERE rowid = s.seq) LIKE ? ESCAPE '\\')")
 
 
+PG_DENSE_TEXT_SQL = ("EXISTS (SELECT 1 FROM step_text x WHERE x.trajectory_id = trajectories.trajectory_id"
+                     " AND x.text ILIKE %s ESCAPE '\\')")
+
+
 def parse_cursor(c: str) -> int:
     try:
         return int(c)
@@ -94,4 +98,4 @@ def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: 
     return sql, [*args, limit + 1]
 
 
-__all__ = ["traj_where", "parse_cursor", "step_page_sql", "text_search", "like_pattern", "DENSE_TEXT_SQL"]
+__all__ = ["traj_where", "parse_cursor", "step_page_sql", "text_search", "like_pattern", "DENSE_TEXT_SQL", "PG_DENSE_TEXT_SQL"]
