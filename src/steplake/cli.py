@@ -278,17 +278,47 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--scope", type=click.Choice(["agent", "trainer", "admin"]), required=True)
 @click.option("--name", default=None, help="A label for the key.")
+@click.option("--trajectory", "trajectory_id", default=None,
+              help="Bind the key to this session: gateway calls made with it land in this trajectory "
+                   "(scope agent only).")
+@click.option("--group", "group_id", default=None, help="The bound session's group (with --trajectory).")
+@click.option("--channel", default=None, help="The bound session's channel (with --trajectory).")
+@click.option("--metadata", default=None, help="The bound session's step metadata, a JSON object (with --trajectory).")
 @db_option
-def keys_create(scope: str, name: str | None, db: str | None) -> None:
+def keys_create(scope: str, name: str | None, trajectory_id: str | None, group_id: str | None,
+                channel: str | None, metadata: str | None, db: str | None) -> None:
     """Create a key; the secret is printed once (last line)."""
+    binding = _key_binding(scope, trajectory_id, group_id, channel, metadata)
     store = _open_db(db)
     try:
-        rec, secret = store.create_key(scope, name)
+        rec, secret = store.create_key(scope, name, binding)
     finally:
         store.close()
     click.echo(f"key_id: {rec.key_id}\nscope: {rec.scope}\nname: {rec.name or '-'}")
+    if rec.binding is not None:
+        click.echo(f"binding: {json.dumps(rec.binding, sort_keys=True)}")
     click.echo("secret (shown once, store it now):", err=True)
     click.echo(secret)
+
+
+def _key_binding(scope: str, trajectory_id: str | None, group_id: str | None, channel: str | None,
+                 metadata: str | None) -> dict[str, Any] | None:
+    if trajectory_id is None:
+        if group_id is not None or channel is not None or metadata is not None:
+            raise ConfigError("--group, --channel and --metadata bind a key to a session: give --trajectory too")
+        return None
+    if scope != "agent":
+        raise ConfigError(f"a key bound to a session (--trajectory) must have --scope agent, not {scope!r}")
+    meta = None
+    if metadata is not None:
+        try:
+            meta = json.loads(metadata)
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise ConfigError("--metadata must be a JSON object")
+    out = {"trajectory_id": trajectory_id, "group_id": group_id, "channel": channel, "metadata": meta}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 @keys.command("list")
@@ -306,10 +336,11 @@ def keys_list(db: str | None) -> None:
     def when(t: float | None) -> str:
         return "-" if t is None else dt.datetime.fromtimestamp(t).isoformat(timespec="seconds")
 
-    click.echo(f"{'KEY_ID':<28} {'SCOPE':<8} {'NAME':<20} {'CREATED':<20} REVOKED")
+    click.echo(f"{'KEY_ID':<28} {'SCOPE':<8} {'NAME':<20} {'CREATED':<20} {'REVOKED':<20} BINDING")
     for k in records:
+        bound = json.dumps(k.binding, sort_keys=True) if k.binding is not None else "-"
         click.echo(f"{k.key_id:<28} {k.scope:<8} {(k.name or '-'):<20} {when(k.created_at):<20} "
-                   f"{when(k.revoked_at)}")
+                   f"{when(k.revoked_at):<20} {bound}")
 
 
 @keys.command("revoke")

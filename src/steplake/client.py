@@ -94,9 +94,12 @@ class _Endpoints(Generic[R]):
     # trajectories and groups
     def create_trajectory(self, trajectory_id: str | None = None, *, group_id: str | None = None,
                           group_size: int | None = None, channel: str | None = None,
-                          metadata: dict[str, Any] | None = None) -> R:
+                          metadata: dict[str, Any] | None = None, session_key: bool = False) -> R:
+        """Open a trajectory; the answer holds its ids and base URLs. ``session_key=True`` also mints an
+        API key bound to it, answered once as ``api_key`` (with its ``key_id``): an agent given
+        ``base_url=f"{server}/v1"`` and ``api_key`` lands every gateway call in this trajectory."""
         body = _clean({"trajectory_id": trajectory_id, "group_id": group_id, "group_size": group_size,
-                       "channel": channel, "metadata": metadata})
+                       "channel": channel, "metadata": metadata, "session_key": True if session_key else None})
         return self._call("POST", f"{API}/trajectories", body=body)
 
     def create_group(self, n: int, *, group_id: str | None = None, channel: str | None = None,

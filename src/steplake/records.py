@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -113,6 +122,9 @@ class TrajectoryIn(_In):
     group_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
     channel: Name | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    session_key: StrictBool = Field(
+        default=False, description="also mint an API key bound to this trajectory (answered once as api_key):"
+        " gateway calls made with it land here without a path or headers")
 
 
 class GroupIn(_In):

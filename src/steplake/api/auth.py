@@ -19,6 +19,11 @@ the dashboard's static shell (``/``, ``/dashboard...``, ``/static/...``, ``/asse
 Missing, unknown or revoked key → 401; a scope that may not → 403. Key lookups are cached for
 ``CACHE_SECONDS``: a key revoked outside this process (``steplake keys revoke``) stops working within that
 time; one revoked through the API stops at once.
+
+Keys bound to a session (``steplake.store.keys``: scope ``agent``, a ``binding`` naming a trajectory) do
+not count as configured keys: minting one keeps an open server open. Where keys are required they
+authenticate like any agent key and the ``Principal`` carries the binding; on an open server the gateway
+still recognises them for attribution through ``Auth.binding_of`` (the same cached lookup).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -78,6 +85,7 @@ class Principal:
     scope: str
     name: str | None = None
     via: str = "key"  # key | session
+    binding: dict[str, Any] | None = None  # the session this key is bound to (gateway attribution)
 
 
 @dataclass
@@ -124,6 +132,16 @@ class Auth:
         self._lookups[secret] = (rec, now + CACHE_SECONDS)
         return rec
 
+    async def binding_of(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
+        """The session binding of the key sent in ``headers`` (``Authorization: Bearer`` or ``x-api-key``);
+        None when no key, an unknown or revoked one, or one bound to nothing was sent. Cached like
+        ``lookup``: after the first call for a key this is a dict lookup."""
+        secret = bearer_secret(headers)
+        if secret is None:
+            return None
+        rec = await self.lookup(secret)
+        return rec.binding if rec is not None else None
+
     async def _key_active(self, key_id: str) -> bool:
         now = time.monotonic()
         if self._active_ids is None or self._active_ids[1] < now:
@@ -159,7 +177,7 @@ class Auth:
             rec = await self.lookup(secret)
             if rec is None:
                 raise AuthenticationError("invalid or revoked API key")
-            return Principal(rec.key_id, rec.scope, rec.name)
+            return Principal(rec.key_id, rec.scope, rec.name, binding=rec.binding)
         token = cookie_value(headers.get("cookie", ""), SESSION_COOKIE)
         if token:
             p = await self.session_principal(token)
@@ -169,7 +187,7 @@ class Auth:
         return None
 
 
-def bearer_secret(headers: dict[str, str]) -> str | None:
+def bearer_secret(headers: Mapping[str, str]) -> str | None:
     auth = headers.get("authorization")
     if auth:
         kind, _, value = auth.strip().partition(" ")

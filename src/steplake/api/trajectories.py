@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,11 +30,22 @@ router = APIRouter(prefix="/api/v1", tags=["trajectories"])
 @router.post("/trajectories", status_code=201, openapi_extra=documented_body(TrajectoryIn),
              summary="Open a trajectory; answers the base URLs its agent should use")
 async def post_trajectory(request: Request) -> Response:
+    """With ``session_key: true`` the answer also holds ``api_key`` (shown once) and its ``key_id``: a key
+    of scope ``agent`` bound to this trajectory, its group, channel and metadata. An agent that can only be
+    given a base URL (``{server}/v1``) and an API key lands every gateway call here."""
     body = await read_model(request, TrajectoryIn)
     tid = body.trajectory_id or new_id()
-    t = await pool_of(request).create_trajectory(tid, body.group_id, body.group_size, body.channel, body.metadata)
+    pool = pool_of(request)
+    t = await pool.create_trajectory(tid, body.group_id, body.group_size, body.channel, body.metadata)
     answer = {"trajectory_id": tid, "group_id": t.get("group_id", body.group_id)}
     answer.update(trajectory_urls(settings_of(request), tid))
+    if body.session_key:
+        binding = {"trajectory_id": tid, "group_id": body.group_id, "channel": body.channel,
+                   "metadata": body.metadata or None}
+        rec, secret = await asyncio.to_thread(pool.store.create_key, "agent", "session",
+                                              {k: v for k, v in binding.items() if v is not None})
+        # no cache to invalidate: a new secret was never looked up, and bound keys leave has_keys() as it was
+        answer.update(api_key=secret, key_id=rec.key_id)
     return ok(answer, 201)
 
 

@@ -14,8 +14,9 @@ import os
 import random
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
@@ -162,19 +163,37 @@ class ExchangeIndex:
         return len(self._by_hash)
 
 
+class KeyBindings(Protocol):
+    """What the gateway needs of ``steplake.api.auth.Auth``: the (cached) session binding of a call's key."""
+
+    async def binding_of(self, headers: Mapping[str, str]) -> Json | None: ...
+
+
 @dataclass
 class Attribution:
     trajectory_id: str
-    source: str  # path | header | auto-join | auto-new
+    source: str  # path | header | key | auto-join | auto-new
     group_id: str | None = None
     group_size: int | None = None
     channel: str | None = None
     metadata: Json = field(default_factory=dict)
     claimed_hash: str | None = None  # the exchange hash this call continues (auto-join)
+    binding: Json | None = None  # the session the call's key is bound to, when known
+    key_lookup: tuple[KeyBindings, Mapping[str, str]] | None = None  # where to find it (resolved by the gateway)
 
     @property
     def explicit(self) -> bool:
-        return self.source in ("path", "header")
+        return self.source in ("path", "header", "key")
+
+    def bind(self, binding: Json) -> None:
+        """Attribute to the key's session; group, channel and metadata headers win over the binding's."""
+        self.trajectory_id, self.source = binding["trajectory_id"], "key"
+        if self.group_id is None:
+            self.group_id = binding.get("group_id")
+        if self.channel is None:
+            self.channel = binding.get("channel")
+        if not self.metadata and binding.get("metadata"):
+            self.metadata = dict(binding["metadata"])
 
 
 def _id(value: str, what: str) -> str:
@@ -187,7 +206,8 @@ def _id(value: str, what: str) -> str:
 def from_request(request: Request) -> Attribution:
     """Explicit attribution from the path (``/t/{tid}[/g/{gid}]``) and ``X-Steplake-*`` headers.
 
-    Returns an Attribution whose ``trajectory_id`` is "" when the caller named none.
+    Returns an Attribution whose ``trajectory_id`` is "" when the caller named none; then the call's key
+    binding (or where to look it up) rides along for ``Gateway.resolve``.
     """
     h = request.headers
     tid = request.path_params.get("trajectory_id") or h.get("x-steplake-trajectory")
@@ -215,8 +235,24 @@ def from_request(request: Request) -> Attribution:
         if not isinstance(data, dict):
             raise BadRequestError("X-Steplake-Metadata must be a JSON object", code="invalid_metadata")
         att.metadata = data
+    if not tid:
+        _key_of(request, att)
     return att
 
 
-__all__ = ["Attribution", "ExchangeIndex", "exchange_hash", "history_hashes", "normalize_message",
+def _key_of(request: Request, att: Attribution) -> None:
+    """Where the call's key binding comes from: the principal the auth middleware identified (keys are
+    required), else the app's ``Auth`` (an open server still recognises session keys)."""
+    state = request.scope.get("state")
+    principal = state.get("principal") if state else None
+    if principal is not None:
+        att.binding = getattr(principal, "binding", None)
+        return
+    app = request.scope.get("app")
+    auth = getattr(app.state, "auth", None) if app is not None and hasattr(app, "state") else None
+    if auth is not None:
+        att.key_lookup = (auth, request.headers)
+
+
+__all__ = ["Attribution", "ExchangeIndex", "KeyBindings", "exchange_hash", "history_hashes", "normalize_message",
            "from_request", "new_trajectory_id", "new_group_id"]

@@ -113,8 +113,19 @@ class Gateway:
 
     # attribution ---------------------------------------------------------------------------------------
     async def resolve(self, att: Attribution, messages: list[Json] | None) -> Attribution:
-        """Fill ``att.trajectory_id`` for a call that named none (automatic attribution)."""
+        """Fill ``att.trajectory_id`` for a call that named none: the session its key is bound to, else
+        automatic attribution. A key bound to a trajectory that is complete keeps pointing there (its
+        capture is refused as for a complete trajectory named in the path); it never opens a new one."""
         if att.trajectory_id:
+            return att
+        if att.binding is None and att.key_lookup is not None:
+            auth, headers = att.key_lookup
+            try:
+                att.binding = await auth.binding_of(headers)
+            except Exception as e:  # the store is unreachable: attribute automatically, never break the call
+                log.warning("cannot look up the call's API key: %s: %s", type(e).__name__, e)
+        if att.binding is not None:
+            att.bind(att.binding)
             return att
         for h in history_hashes(messages or []):
             if self.index.is_claimed(h):

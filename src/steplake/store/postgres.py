@@ -29,6 +29,7 @@ from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord
 from .codec import dumps
 from .encode import backfill_text
+from .keys import check_binding
 from .postgres_append import PgAppend
 from .postgres_reads import PgReads
 from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PG_TEXT_INDEX_VERSION
@@ -322,9 +323,10 @@ class PostgresStore(PgReads, PgAppend):
                       "commits": self._committer.commits if self._committer else 0},
         }
 
-    def create_key(self, scope: str, name: str | None) -> tuple[KeyRecord, str]:
-        key_id, secret, now = self._tx(lambda tx: self._w_create_key(tx, scope, name))
-        return KeyRecord(key_id, scope, name, now), secret
+    def create_key(self, scope: str, name: str | None, binding: Json | None = None) -> tuple[KeyRecord, str]:
+        bound = check_binding(scope, binding)
+        key_id, secret, now = self._tx(lambda tx: self._w_create_key(tx, scope, name, bound))
+        return KeyRecord(key_id, scope, name, now, binding=bound), secret
 
     def revoke_key(self, key_id: str) -> bool:
         return bool(self._tx(lambda tx: tx.one("UPDATE keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL"

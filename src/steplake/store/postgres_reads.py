@@ -13,6 +13,7 @@ import psycopg
 from .base import Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, loads
 from .filters import parse_cursor, step_page_sql, traj_where
+from .keys import KEY_COLUMNS, key_record
 from .sqlite import (
     GROUP_COLS,
     STEP_COLS,
@@ -221,18 +222,17 @@ class PgReads:
         return int(self._one("SELECT COALESCE(MAX(id), 0) FROM events")[0])
 
     def list_keys(self) -> list[KeyRecord]:
-        rows = self._all("SELECT key_id, scope, name, created_at, revoked_at, last_used_at FROM keys ORDER BY created_at")
-        return [KeyRecord(*r) for r in rows]
+        rows = self._all(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at")
+        return [key_record(r) for r in rows]
 
     def lookup_key(self, secret: str) -> KeyRecord | None:
-        r = self._one("SELECT key_id, scope, name, created_at, revoked_at, last_used_at FROM keys"
-                      " WHERE secret_hash = %s", (hash_secret(secret),))
+        r = self._one(f"SELECT {KEY_COLUMNS} FROM keys WHERE secret_hash = %s", (hash_secret(secret),))
         if r is None or r[4] is not None:
             return None
-        return KeyRecord(*r)
+        return key_record(r)
 
     def has_keys(self) -> bool:
-        return self._one("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1") is not None
+        return self._one("SELECT 1 FROM keys WHERE revoked_at IS NULL AND binding IS NULL LIMIT 1") is not None
 
 
 def _with_ids(r: Sequence[Any], full: dict[str, tuple[bytes, bytes]]) -> Json:

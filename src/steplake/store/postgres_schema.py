@@ -184,7 +184,12 @@ CREATE TABLE IF NOT EXISTS step_text (
 CREATE INDEX IF NOT EXISTS step_text_traj ON step_text(trajectory_id)
 """
 
-PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2]
+# v3: a key may be bound to a session (steplake.store.keys): its JSON binding, NULL for an ordinary key.
+PG_SCHEMA_V3 = """
+ALTER TABLE keys ADD COLUMN IF NOT EXISTS binding BYTEA
+"""
+
+PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3]
 PG_TEXT_INDEX_VERSION = 2
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 

@@ -286,12 +286,12 @@ class PgWrites:
         return out
 
     @staticmethod
-    def _w_create_key(tx: Tx, scope: str, name: str | None) -> tuple[str, str, float]:
+    def _w_create_key(tx: Tx, scope: str, name: str | None, binding: Json | None = None) -> tuple[str, str, float]:
         secret = f"sl-{scope}-{secrets.token_urlsafe(32)}"
         key_id = f"key_{secrets.token_hex(6)}"
         now = time.time()
-        tx.q("INSERT INTO keys(key_id, secret_hash, scope, name, created_at) VALUES (%s,%s,%s,%s,%s)",
-             (key_id, hash_secret(secret), scope, name, now))
+        tx.q("INSERT INTO keys(key_id, secret_hash, scope, name, created_at, binding) VALUES (%s,%s,%s,%s,%s,%s)",
+             (key_id, hash_secret(secret), scope, name, now, dumps(binding) if binding is not None else None))
         return key_id, secret, now
 
 

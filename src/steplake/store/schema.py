@@ -186,7 +186,12 @@ SCHEMA_V3 = """
 CREATE VIRTUAL TABLE IF NOT EXISTS step_text USING fts5(trajectory_id UNINDEXED, text, tokenize = 'trigram')
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+# v4: a key may be bound to a session (steplake.store.keys): its JSON binding, NULL for an ordinary key.
+SCHEMA_V4 = """
+ALTER TABLE keys ADD COLUMN binding BLOB
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 TEXT_INDEX_VERSION = 3  # a database migrated from below this version gets its steps' text indexed
 SCHEMA_VERSION = len(MIGRATIONS)
 

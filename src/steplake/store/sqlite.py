@@ -17,6 +17,7 @@ from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
 from .encode import backfill_text, encode_steps
 from .filters import DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, text_search, traj_where
+from .keys import KEY_COLUMNS, check_binding, key_record
 from .schema import MIGRATIONS, SCHEMA_VERSION, TEXT_INDEX_VERSION
 from .selection import select_groups
 from .sqlite_writes import SqliteWrites, TrajState, hash_secret
@@ -152,7 +153,7 @@ class SqliteStore(SqliteWrites):
             for sql in MIGRATIONS[version:]:
                 for stmt in sql.split(";"):
                     if stmt.strip():
-                        conn.execute(stmt)
+                        _migration_step(conn, stmt)
             if 0 < version < TEXT_INDEX_VERSION:
                 index_existing_text(conn)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -535,14 +536,14 @@ class SqliteStore(SqliteWrites):
         }
 
     # -- keys ------------------------------------------------------------------------------------------------
-    def create_key(self, scope: str, name: str | None) -> tuple[KeyRecord, str]:
-        key_id, secret, now = self._write(lambda c: self._w_create_key(c, scope, name))
-        return KeyRecord(key_id, scope, name, now), secret
+    def create_key(self, scope: str, name: str | None, binding: Json | None = None) -> tuple[KeyRecord, str]:
+        bound = check_binding(scope, binding)
+        key_id, secret, now = self._write(lambda c: self._w_create_key(c, scope, name, bound))
+        return KeyRecord(key_id, scope, name, now, binding=bound), secret
 
     def list_keys(self) -> list[KeyRecord]:
-        rows = self._reader().execute("SELECT key_id, scope, name, created_at, revoked_at, last_used_at FROM keys"
-                                      " ORDER BY created_at").fetchall()
-        return [KeyRecord(*r) for r in rows]
+        rows = self._reader().execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at").fetchall()
+        return [key_record(r) for r in rows]
 
     def revoke_key(self, key_id: str) -> bool:
         def job(c: sqlite3.Connection) -> bool:
@@ -552,14 +553,25 @@ class SqliteStore(SqliteWrites):
         return bool(self._write(job))
 
     def lookup_key(self, secret: str) -> KeyRecord | None:
-        r = self._reader().execute("SELECT key_id, scope, name, created_at, revoked_at, last_used_at FROM keys"
-                                   " WHERE secret_hash = ?", (hash_secret(secret),)).fetchone()
+        r = self._reader().execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE secret_hash = ?",
+                                   (hash_secret(secret),)).fetchone()
         if r is None or r[4] is not None:
             return None
-        return KeyRecord(*r)
+        return key_record(r)
 
     def has_keys(self) -> bool:
-        return self._reader().execute("SELECT 1 FROM keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
+        return self._reader().execute("SELECT 1 FROM keys WHERE revoked_at IS NULL AND binding IS NULL"
+                                      " LIMIT 1").fetchone() is not None
+
+
+def _migration_step(conn: sqlite3.Connection, stmt: str) -> None:
+    """One migration statement; an ``ADD COLUMN`` whose column exists already is done (SQLite has no
+    ``ADD COLUMN IF NOT EXISTS``), so a migration can run again over a database that has it."""
+    try:
+        conn.execute(stmt)
+    except sqlite3.OperationalError as e:
+        if not ("ADD COLUMN" in stmt.upper() and "duplicate column" in str(e)):
+            raise
 
 
 __all__ = ["SqliteStore"]

@@ -512,12 +512,13 @@ class SqliteWrites:
         return out
 
     @staticmethod
-    def _w_create_key(conn: sqlite3.Connection, scope: str, name: str | None) -> tuple[str, str, float]:
+    def _w_create_key(conn: sqlite3.Connection, scope: str, name: str | None,
+                      binding: Json | None = None) -> tuple[str, str, float]:
         secret = f"sl-{scope}-{secrets.token_urlsafe(32)}"
         key_id = f"key_{secrets.token_hex(6)}"
         now = time.time()
-        conn.execute("INSERT INTO keys(key_id, secret_hash, scope, name, created_at) VALUES (?,?,?,?,?)",
-                     (key_id, hash_secret(secret), scope, name, now))
+        conn.execute("INSERT INTO keys(key_id, secret_hash, scope, name, created_at, binding) VALUES (?,?,?,?,?,?)",
+                     (key_id, hash_secret(secret), scope, name, now, dumps(binding) if binding is not None else None))
         return key_id, secret, now
 
 
