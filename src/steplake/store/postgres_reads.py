@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.errors
 
 from .base import Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, loads
-from .filters import parse_cursor, step_page_sql, traj_where
+from .filters import PG_DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, traj_where
 from .keys import KEY_COLUMNS, key_record
 from .sqlite import (
     GROUP_COLS,
@@ -27,6 +28,9 @@ from .sqlite import (
 from .sqlite_writes import hash_secret
 
 _rebuild = SqliteStore._rebuild
+
+
+PG_DENSE_BUDGET_MS = 50  # message search: how long the newest-first walk may take before the indexed plan
 
 
 class PgReads:
@@ -125,16 +129,38 @@ class PgReads:
         return t
 
     def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
-        where, args = traj_where(filters, "%s")
+        q = str(filters.get("q") or "")
+        rows = None
+        if q:  # walk the newest trajectories first, within a time budget (fast for common terms) ...
+            where, args = traj_where({**filters, "q": None}, "%s")
+            rows = self._traj_page([*where, PG_DENSE_TEXT_SQL], [*args, like_pattern(q)], filters, cursor, limit,
+                                   budget_ms=PG_DENSE_BUDGET_MS)
+        if rows is None:  # ... else collect the matches through the trigram index (fast for rare ones)
+            where, args = traj_where(filters, "%s")
+            rows = self._traj_page(where, args, filters, cursor, limit)
+        assert rows is not None
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
+
+    def _traj_page(self, where: list[str], args: list[Any], filters: Json, cursor: str | None, limit: int,
+                   budget_ms: int | None = None) -> list[Any] | None:
+        """One keyset page of trajectories; with ``budget_ms``, None when the query ran out of time."""
         desc = filters.get("order", "desc") == "desc"
+        where, args = list(where), list(args)
         if cursor is not None:
             where.append("seq < %s" if desc else "seq > %s")
             args.append(parse_cursor(cursor))
         sql = f"SELECT {TRAJ_COLS} FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._all(sql + f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s", [*args, limit + 1])
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page([traj_dict(r) for r in rows], str(rows[-1][0]) if more and rows else None)
+        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s"
+        if budget_ms is None:
+            return self._all(sql, [*args, limit + 1])
+        try:
+            with self._conn() as conn, conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {int(budget_ms)}")
+                return conn.execute(sql, [*args, limit + 1]).fetchall()
+        except psycopg.errors.QueryCanceled:
+            return None
 
     def trajectory_ids_matching(self, filters: Json, limit: int = 100_000) -> list[str]:
         where, args = traj_where(filters, "%s")
