@@ -87,6 +87,8 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
                   default_response_class=JSONResponse,
                   description="Step-level data layer for agentic RL: gateway, data pool, batches.")
     auth = Auth(store)
+    if gw is not None:
+        gw.auth = auth
     counts: Counter[int] = Counter()
     app.state.settings, app.state.store, app.state.pool = settings, store, pool
     app.state.gateway, app.state.auth, app.state.request_counts = gw, auth, counts

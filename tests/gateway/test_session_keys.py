@@ -201,20 +201,33 @@ def test_a_key_bound_to_a_new_trajectory_opens_it_with_the_binding(open_server: 
     assert (r["group_id"], r["channel"], r["n_steps"], r["metadata"]["agent"]) == ("cli-group", "eval", 2, "coder")
 
 
-def test_a_complete_session_refuses_captures_like_a_complete_path(open_server: Server) -> None:
-    t = open_server.mint()
+def test_a_completed_session_goes_on_in_a_new_trajectory(open_server: Server) -> None:
+    """The idle rule (or a trainer) completed the session's trajectory; the agent comes back with its key:
+    the call is captured in a new trajectory of the same group and channel, and the key moves there. A call
+    naming the complete trajectory by path is refused capture as before."""
+    t = open_server.mint(group_id="sess-g", channel="eval", metadata={"agent": "assistant"})
     tid = t["trajectory_id"]
     client = oai(open_server, t["api_key"])
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "before"}])
     assert open_server.api("POST", f"/api/v1/trajectories/{tid}/complete", json={"reward": 1.0}).status_code == 200
-    n, failed = open_server.n_trajectories(), open_server.captures()["failed"]
-    for c in (client, oai(open_server, "EMPTY", base=f"{open_server.url}/t/{tid}/v1")):  # by key, then by path
-        out = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "after"}])
-        assert out.choices[0].message.content == "echo: after"  # the agent is answered either way
-    captures = open_server.captures()
-    assert captures["failed"] == failed + 2 and "is complete" in captures["last_error"]
-    assert open_server.n_trajectories() == n  # no new trajectory opened
+    failed = open_server.captures()["failed"]
+    out = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "after"}])
+    assert out.choices[0].message.content == "echo: after"
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "after"},
+                                                        {"role": "assistant", "content": "echo: after"},
+                                                        {"role": "user", "content": "again"}])
     assert [s["messages"][-1]["content"] for s in open_server.steps(tid)] == ["before"]
+    items = open_server.api("GET", "/api/v1/trajectories", params={"group_id": "sess-g"}).json()["items"]
+    [nxt] = [i for i in items if i["trajectory_id"] != tid]
+    assert (nxt["channel"], nxt["metadata"]["agent"], nxt["metadata"]["continues"]) == ("eval", "assistant", tid)
+    assert [s["messages"][-1]["content"] for s in open_server.steps(nxt["trajectory_id"])] == ["after", "again"]
+    [key] = [k for k in open_server.app.state.store.list_keys() if k.key_id == t["key_id"]]
+    assert key.binding is not None and key.binding["trajectory_id"] == nxt["trajectory_id"]
+    # by path, the complete trajectory still takes nothing
+    oai(open_server, "EMPTY", base=f"{open_server.url}/t/{tid}/v1").chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "by path"}])
+    captures = open_server.captures()
+    assert captures["failed"] == failed + 1 and "is complete" in captures["last_error"]
 
 
 def test_session_key_on_a_server_that_requires_keys(keyed_server: Server) -> None:

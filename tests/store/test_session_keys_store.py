@@ -68,6 +68,18 @@ def _make_v3(db: Path) -> str:
     return secret
 
 
+def test_a_session_key_moves_to_the_next_trajectory_of_its_session(store: Any) -> None:
+    rec, secret = store.create_key("agent", "s", {"trajectory_id": "s1", "channel": "eval"})
+    assert store.rebind_key(rec.key_id, {"trajectory_id": "s2", "channel": "eval", "metadata": {"continues": "s1"}})
+    assert store.lookup_key(secret).binding == {"trajectory_id": "s2", "channel": "eval",
+                                                "metadata": {"continues": "s1"}}
+    plain, _ = store.create_key("agent", "plain")
+    assert not store.rebind_key(plain.key_id, {"trajectory_id": "x"})  # an ordinary key never becomes bound
+    assert store.has_keys()  # the ordinary key counts; bound ones never do
+    with pytest.raises(ValidationError):
+        store.rebind_key(rec.key_id, {"trajectory_id": "bad id!"})
+
+
 def test_a_v3_sqlite_pool_gets_the_binding_column(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     secret = _make_v3(db)

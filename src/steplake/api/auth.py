@@ -132,15 +132,15 @@ class Auth:
         self._lookups[secret] = (rec, now + CACHE_SECONDS)
         return rec
 
-    async def binding_of(self, headers: Mapping[str, str]) -> dict[str, Any] | None:
-        """The session binding of the key sent in ``headers`` (``Authorization: Bearer`` or ``x-api-key``);
-        None when no key, an unknown or revoked one, or one bound to nothing was sent. Cached like
-        ``lookup``: after the first call for a key this is a dict lookup."""
+    async def binding_of(self, headers: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+        """``(key_id, binding)`` of the session key sent in ``headers`` (``Authorization: Bearer`` or
+        ``x-api-key``); None when no key, an unknown or revoked one, or one bound to nothing was sent. Cached
+        like ``lookup``: after the first call for a key this is a dict lookup."""
         secret = bearer_secret(headers)
         if secret is None:
             return None
         rec = await self.lookup(secret)
-        return rec.binding if rec is not None else None
+        return (rec.key_id, rec.binding) if rec is not None and rec.binding is not None else None
 
     async def _key_active(self, key_id: str) -> bool:
         now = time.monotonic()

@@ -166,7 +166,7 @@ class ExchangeIndex:
 class KeyBindings(Protocol):
     """What the gateway needs of ``steplake.api.auth.Auth``: the (cached) session binding of a call's key."""
 
-    async def binding_of(self, headers: Mapping[str, str]) -> Json | None: ...
+    async def binding_of(self, headers: Mapping[str, str]) -> tuple[str, Json] | None: ...
 
 
 @dataclass
@@ -179,6 +179,7 @@ class Attribution:
     metadata: Json = field(default_factory=dict)
     claimed_hash: str | None = None  # the exchange hash this call continues (auto-join)
     binding: Json | None = None  # the session the call's key is bound to, when known
+    key_id: str | None = None  # ... and that key's id
     key_lookup: tuple[KeyBindings, Mapping[str, str]] | None = None  # where to find it (resolved by the gateway)
 
     @property
@@ -247,6 +248,7 @@ def _key_of(request: Request, att: Attribution) -> None:
     principal = state.get("principal") if state else None
     if principal is not None:
         att.binding = getattr(principal, "binding", None)
+        att.key_id = getattr(principal, "key_id", None)
         return
     app = request.scope.get("app")
     auth = getattr(app.state, "auth", None) if app is not None and hasattr(app, "state") else None

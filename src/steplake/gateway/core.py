@@ -53,6 +53,9 @@ class Gateway:
         self.capturer = Capturer(pool, self.index, self.tokenizer, settings.capture_sync)
         self.scoring_calls = 0  # prompt_logprobs requests: forwarded, never captured
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.auth: Any = None  # steplake.api.auth.Auth, set by create_app: caches to drop when a key moves
+        self._session_locks: dict[str, asyncio.Lock] = {}
+        self._moved: dict[str, Json] = {}  # key id → the binding a session key was last moved to
         self._switch: float | None = None
         self._routes = self.routes()
         self.router = APIRouter()
@@ -113,19 +116,22 @@ class Gateway:
 
     # attribution ---------------------------------------------------------------------------------------
     async def resolve(self, att: Attribution, messages: list[Json] | None) -> Attribution:
-        """Fill ``att.trajectory_id`` for a call that named none: the session its key is bound to, else
-        automatic attribution. A key bound to a trajectory that is complete keeps pointing there (its
-        capture is refused as for a complete trajectory named in the path); it never opens a new one."""
+        """Fill ``att.trajectory_id`` for a call that named none: the session its key is bound to (see
+        ``_follow_session``), else automatic attribution."""
         if att.trajectory_id:
             return att
         if att.binding is None and att.key_lookup is not None:
             auth, headers = att.key_lookup
             try:
-                att.binding = await auth.binding_of(headers)
+                found = await auth.binding_of(headers)
             except Exception as e:  # the store is unreachable: attribute automatically, never break the call
                 log.warning("cannot look up the call's API key: %s: %s", type(e).__name__, e)
+                found = None
+            if found is not None:
+                att.key_id, att.binding = found
         if att.binding is not None:
             att.bind(att.binding)
+            await self._follow_session(att)
             return att
         for h in history_hashes(messages or []):
             if self.index.is_claimed(h):
@@ -170,6 +176,34 @@ class Gateway:
             return {**res, "reloaded": False, "detail": e.message}
         ok = out.get("success", True) is not False
         return {**res, "reloaded": ok, "detail": out.get("message") or out}
+
+    async def _follow_session(self, att: Attribution) -> None:
+        """A session whose trajectory was completed (the idle rule, an explicit complete) goes on in a new
+        trajectory: same group, channel and metadata plus ``continues``, and the key moves to it, so an
+        agent that resumes after a pause is still captured. One move per key at a time."""
+        if att.key_id is None:
+            return
+        t = await self.pool.find_trajectory(att.trajectory_id)
+        if t is None or t.get("status") != "complete":
+            return
+        lock = self._session_locks.setdefault(att.key_id, asyncio.Lock())
+        async with lock:
+            moved = self._moved.get(att.key_id)
+            if moved is None or moved["trajectory_id"] == att.trajectory_id:
+                old = att.trajectory_id
+                meta = {**((att.binding or {}).get("metadata") or {}), "continues": old}
+                moved = {**(att.binding or {}), "trajectory_id": new_trajectory_id(), "metadata": meta}
+                await asyncio.to_thread(self.pool.store.rebind_key, att.key_id, moved)
+                if self.auth is not None:
+                    self.auth.invalidate()
+                self._moved[att.key_id] = moved
+                if len(self._moved) > 10_000:
+                    self._moved.clear()
+                log.info("session key %s: trajectory %s is complete; the session goes on in %s",
+                         att.key_id, old, moved["trajectory_id"])
+        att.binding = moved
+        att.trajectory_id = moved["trajectory_id"]
+        att.metadata = {**att.metadata, "continues": moved["metadata"]["continues"]}
 
     # routes ------------------------------------------------------------------------------------------------
     def wrap(self, protocol: Protocol, fn: Handler) -> Handler:

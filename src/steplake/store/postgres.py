@@ -328,6 +328,11 @@ class PostgresStore(PgReads, PgAppend):
         key_id, secret, now = self._tx(lambda tx: self._w_create_key(tx, scope, name, bound))
         return KeyRecord(key_id, scope, name, now, binding=bound), secret
 
+    def rebind_key(self, key_id: str, binding: Json) -> bool:
+        bound = check_binding("agent", binding)
+        return bool(self._tx(lambda tx: tx.one("UPDATE keys SET binding = %s WHERE key_id = %s AND binding IS NOT NULL"
+                                               " RETURNING 1", (dumps(bound), key_id))))
+
     def revoke_key(self, key_id: str) -> bool:
         return bool(self._tx(lambda tx: tx.one("UPDATE keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL"
                                                " RETURNING 1", (time.time(), key_id))))

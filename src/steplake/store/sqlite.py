@@ -545,6 +545,14 @@ class SqliteStore(SqliteWrites):
         rows = self._reader().execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at").fetchall()
         return [key_record(r) for r in rows]
 
+    def rebind_key(self, key_id: str, binding: Json) -> bool:
+        bound = check_binding("agent", binding)
+
+        def job(c: sqlite3.Connection) -> bool:
+            cur = c.execute("UPDATE keys SET binding = ? WHERE key_id = ? AND binding IS NOT NULL", (dumps(bound), key_id))
+            return cur.rowcount > 0
+        return bool(self._write(job))
+
     def revoke_key(self, key_id: str) -> bool:
         def job(c: sqlite3.Connection) -> bool:
             cur = c.execute("UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
