@@ -14,7 +14,11 @@ Trajectory attribution — first rule that applies wins:
    ``X-Steplake-Channel``, ``X-Steplake-Metadata`` (a JSON object stored as the step's metadata). Group,
    channel and metadata headers also apply together with rule 1 or 3.
    A named trajectory that does not exist yet is opened by its first step.
-3. **Automatic** (unmodified agents, no path, no headers): every captured call records an *exchange hash*
+3. **Session key**: a call that names no trajectory, made with an API key bound to a session (minted by
+   ``POST /api/v1/trajectories {"session_key": true}`` or ``steplake keys create --trajectory``), goes to
+   the key's trajectory with its group, channel and metadata; when that trajectory was completed, the
+   session goes on in a new trajectory (``continues`` in its metadata) and the key moves to it.
+4. **Automatic** (unmodified agents, no path, no headers): every captured call records an *exchange hash*
    — the hash of its normalized request messages plus the assistant answer it got. A new request whose
    history contains an assistant message is looked up prefix by prefix (the longest prefix ending with an
    assistant message first, up to 4): if one equals the *last* exchange of an **open** trajectory, the
@@ -26,7 +30,7 @@ Trajectory attribution — first rule that applies wins:
    at the same time (parallel rollouts from one history) do not both join: the second opens a new
    trajectory. An agent that edits the history it re-sends (drops earlier turns, rewrites answers) opens a
    new trajectory.
-4. **n > 1**: choice 0 belongs to the call's trajectory, choice *i* to ``{trajectory_id}-{i}``; all share
+5. **n > 1**: choice 0 belongs to the call's trajectory, choice *i* to ``{trajectory_id}-{i}``; all share
    the group (``X-Steplake-Group``/path group, else a new ``gr_<hex>``) whose size is ``n`` (or
    ``X-Steplake-Group-Size``).
 
