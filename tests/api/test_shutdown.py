@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.api.servers import steplake_cmd, subprocess_env
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_up
 
 
 def test_sigterm_ends_open_streams_and_long_polls_cleanly(tmp_path: Path) -> None:
@@ -22,16 +22,9 @@ def test_sigterm_ends_open_streams_and_long_polls_cleanly(tmp_path: Path) -> Non
                                          "--upstream", "http://127.0.0.1:9"),
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def alive() -> None:
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "steplake serve did not come up"
-            time.sleep(0.1)
+        wait_until_up(f"{url}/healthz", check=alive)
         got: dict[str, Any] = {}
         connected = threading.Event()
 

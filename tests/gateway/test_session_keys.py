@@ -5,7 +5,6 @@ fake upstream; one open (keyless) server and one with an admin key."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from fastapi import FastAPI
 from steplake.app import create_app
 from steplake.config import Settings
 from steplake.store.sqlite import SqliteStore
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_up
 from tests.gateway.fake_upstream import FakeUpstreamThread
 
 
@@ -81,15 +80,7 @@ def _serve(tmp_path: Path, upstream: FakeUpstreamThread, admin: bool) -> Iterato
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.05)
+    wait_until_up(f"{url}/readyz")
     yield Server(url, app, secret)
     srv.should_exit = True
     th.join(10)
