@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from steplake.records import Step, StepResponse
 from steplake.store.encode import search_text
 from steplake.store.sqlite import SqliteStore
+from tests.conftest import PG_URL, make_store
 
 P = list(range(100, 140))
 
@@ -84,16 +87,15 @@ def test_a_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path) -> None
         s.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="STEPLAKE_TEST_PG_URL is not set (.ci/run sets it)")
 def test_a_postgres_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path) -> None:
-    import os
     import uuid
 
     import psycopg
-    import pytest
 
-    url = os.environ.get("STEPLAKE_TEST_PG_URL")
-    if not url:
-        pytest.skip("STEPLAKE_TEST_PG_URL is not set (.ci/run sets it)")
+    url = PG_URL
+    assert url
     from steplake.store.postgres import PostgresStore, connect_kwargs
 
     schema = f"t_search_{uuid.uuid4().hex[:8]}"
@@ -156,19 +158,22 @@ def test_common_terms_walk_the_trajectories_with_the_same_answers(tmp_path: Path
         s.close()
 
 
-def test_postgres_walk_falls_back_to_the_index_when_out_of_time(store: Any, monkeypatch: Any) -> None:
-    import pytest
-
-    if type(store).__name__ != "PostgresStore":
-        pytest.skip("the PostgreSQL plan (SQLite's is tested above)")
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="STEPLAKE_TEST_PG_URL is not set (.ci/run sets it)")
+def test_postgres_walk_falls_back_to_the_index_when_out_of_time(tmp_path: Path, monkeypatch: Any) -> None:
     import steplake.store.postgres_reads as pr
 
-    for t in range(12):
-        store.append_steps([step(f"p{t}", 0, [{"role": "user", "content": f"Task {t}: use the Calculator"}])])
-    want = found(store, "calculator")
-    assert len(want) == 12 and found(store, "task 1") == ["p1", "p10", "p11"]
-    # every probe of the walk now sleeps past the budget: the answer comes from the indexed plan, unchanged
-    monkeypatch.setattr(pr, "PG_DENSE_TEXT_SQL", "pg_sleep(0.2) IS NOT NULL AND " + pr.PG_DENSE_TEXT_SQL)
-    t0 = time.monotonic()
-    assert found(store, "calculator") == want and found(store, "task 1") == ["p1", "p10", "p11"]
-    assert time.monotonic() - t0 < 2
+    store = make_store("postgres", tmp_path)
+    store.open()
+    try:
+        for t in range(12):
+            store.append_steps([step(f"p{t}", 0, [{"role": "user", "content": f"Task {t}: use the Calculator"}])])
+        want = found(store, "calculator")
+        assert len(want) == 12 and found(store, "task 1") == ["p1", "p10", "p11"]
+        # every probe of the walk now sleeps past the budget: the answer comes from the indexed plan, unchanged
+        monkeypatch.setattr(pr, "PG_DENSE_TEXT_SQL", "pg_sleep(0.2) IS NOT NULL AND " + pr.PG_DENSE_TEXT_SQL)
+        t0 = time.monotonic()
+        assert found(store, "calculator") == want and found(store, "task 1") == ["p1", "p10", "p11"]
+        assert time.monotonic() - t0 < 2
+    finally:
+        store.close()
