@@ -143,3 +143,16 @@ async def test_bad_bodies_elsewhere(client: httpx.AsyncClient, path: str, payloa
     assert r.status_code == 422, r.text
     assert error_of(r)["type"] == "invalid_request_error"
     assert await snapshot(client) == before
+
+
+@pytest.mark.parametrize("q", ['"', "*", "AND", "NEAR(", "' OR 1=1 --", "%%%", "\\", "a" * 1000, "🎉", "WÖRLD"])
+async def test_message_search_takes_any_text(client: httpx.AsyncClient, q: str) -> None:
+    """FTS5 query syntax, LIKE wildcards and SQL in a search are plain text; a NUL is a clear 422."""
+    step = {"trajectory_id": "h", "step_index": 0, "prompt_ids": [1], "response_ids": [2],
+            "messages": [{"role": "user", "content": 'hello wörld 🎉 NEAR( "quoted" %%% \\ nul\u0000here'}]}
+    assert (await client.post("/api/v1/steps", json={"steps": [step]})).status_code == 200
+    r = await client.get("/api/v1/trajectories", params={"q": q})
+    assert r.status_code == 200, r.text
+    assert [t["trajectory_id"] for t in r.json()["items"]] == (["h"] if q.lower() in step["messages"][0]["content"].lower() else [])
+    r = await client.get("/api/v1/trajectories", params={"q": "nul\x00here"})
+    assert r.status_code == 422 and "q" in r.text

@@ -60,6 +60,13 @@ def test_search_finds_substrings_case_insensitively_in_messages_only(store: Any)
     assert found(store, "zebra", status="complete") == []  # combines with other filters
 
 
+def test_a_nul_in_a_message_is_stored_and_searchable_around(store: Any) -> None:
+    """PostgreSQL text cannot hold NUL and FTS5 strings end at it: the index drops it, the step is kept."""
+    store.append_steps([step("z", 0, [{"role": "user", "content": "before\x00after"}], "done")])
+    assert store.get_trajectory("z")["steps"][0]["messages"][0]["content"] == "before\x00after"
+    assert found(store, "beforeafter") == ["z"] and found(store, "done") == ["z"]
+
+
 def test_later_steps_and_deleted_trajectories(store: Any) -> None:
     h0 = [{"role": "user", "content": "Plan the trip to Lisbon"}]
     h1 = [*h0, {"role": "assistant", "content": "Which dates?"}, {"role": "user", "content": "Early March"}]

@@ -15,7 +15,8 @@ NameFilter = Annotated[str | None, Query(max_length=128)]
 Version = Annotated[int | None, Query(ge=0, le=INT32_MAX)]
 Number = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e300, le=1e300)]
 Epoch = Annotated[float | None, Query(allow_inf_nan=False, ge=0, le=1e11, description="Epoch seconds.")]
-Text = Annotated[str | None, Query(min_length=1, max_length=1000, description="Text searched in messages.")]
+Text = Annotated[str | None, Query(min_length=1, max_length=1000, pattern=r"^[^\x00]*$",
+                                   description="Text searched in messages (no NUL characters).")]
 
 DEFAULT_LIMIT = 100
 

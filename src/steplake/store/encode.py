@@ -73,7 +73,8 @@ def search_text(messages: Any, response: Any) -> str:
         if isinstance(response.get("reasoning"), str):
             parts.append(response["reasoning"])
         parts += _calls_text(response.get("tool_calls"))
-    return "\n".join(p for p in parts if p)[:MAX_SEARCH_CHARS]
+    # NUL never reaches the index: PostgreSQL text cannot hold it and FTS5 query strings end at it
+    return "\n".join(p for p in parts if p).replace("\x00", "")[:MAX_SEARCH_CHARS]
 
 
 def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes | None) -> bytes:

@@ -16,10 +16,10 @@ def text_search(q: str, ph: str) -> tuple[str, str]:
     """Case-insensitive substring search in the indexed message text (``step_text``): a trigram FTS5 phrase on
     SQLite (3+ characters; shorter ones scan the index table), a pg_trgm-indexed ILIKE on PostgreSQL."""
     if ph == "?":
-        if len(q) >= 3:
+        if len(q) >= 3 and "\x00" not in q:  # FTS5 query strings end at a NUL
             return "SELECT trajectory_id FROM step_text WHERE step_text MATCH ?", '"' + q.replace('"', '""') + '"'
         return "SELECT trajectory_id FROM step_text WHERE text LIKE ? ESCAPE '\\'", like_pattern(q)
-    return f"SELECT trajectory_id FROM step_text WHERE text ILIKE {ph} ESCAPE '\\'", like_pattern(q)
+    return f"SELECT trajectory_id FROM step_text WHERE text ILIKE {ph} ESCAPE '\\'", like_pattern(q.replace("\x00", ""))
 
 
 # SQLite, a search term in many steps: walk the page's trajectories newest first and test each one's steps

@@ -129,7 +129,7 @@ class PgReads:
         return t
 
     def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
-        q = str(filters.get("q") or "")
+        q = str(filters.get("q") or "").replace("\x00", "")  # text in PostgreSQL never holds NUL
         rows = None
         if q:  # walk the newest trajectories first, within a time budget (fast for common terms) ...
             where, args = traj_where({**filters, "q": None}, "%s")

@@ -331,7 +331,7 @@ class SqliteStore(SqliteWrites):
         conn = self._reader()
         q = str(filters.get("q") or "")
         rows = None
-        if len(q) >= 3 and q.isascii() and self._common_text(conn, q):
+        if len(q) >= 3 and q.isascii() and "\x00" not in q and self._common_text(conn, q):
             where, args = traj_where({**filters, "q": None})
             rows = self._page_rows(conn, [*where, DENSE_TEXT_SQL], [*args, like_pattern(q)], filters, cursor, limit,
                                    budget_s=DENSE_BUDGET_S)
