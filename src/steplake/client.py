@@ -227,8 +227,9 @@ class _Endpoints(Generic[R]):
     def stats(self) -> R:
         return self._call("GET", f"{API}/stats")
 
-    def create_key(self, scope: str, name: str | None = None) -> R:
-        return self._call("POST", f"{API}/keys", body=_clean({"scope": scope, "name": name}))
+    def create_key(self, scope: str, name: str | None = None, binding: dict[str, Any] | None = None) -> R:
+        """``binding`` ({trajectory_id, group_id?, channel?, metadata?}, scope "agent") makes a session key."""
+        return self._call("POST", f"{API}/keys", body=_clean({"scope": scope, "name": name, "binding": binding}))
 
     def list_keys(self) -> R:
         return self._call("GET", f"{API}/keys", after=lambda a: a["items"])

@@ -241,6 +241,8 @@ class PolicyIn(_In):
 class KeyIn(_In):
     scope: Scope
     name: Annotated[str, Field(max_length=128)] | None = None
+    # a session key: {trajectory_id, group_id?, channel?, metadata?}, scope "agent" only (gateway rule 3)
+    binding: dict[str, Any] | None = None
 
 
 __all__ = [

@@ -259,3 +259,20 @@ def test_bad_session_key_requests_are_422(keyed_server: Server) -> None:
     assert r.status_code == 422  # keys are bound by POST /trajectories (or the CLI), never to another scope
     r = keyed_server.api("POST", "/api/v1/trajectories", json={"session_key": False})
     assert r.status_code == 201 and "api_key" not in r.json()
+
+
+def test_keys_api_and_client_create_session_keys(keyed_server: Server) -> None:
+    import steplake
+
+    admin = steplake.Client(keyed_server.url, api_key=keyed_server.admin)
+    made = admin.create_key("agent", "via-api", binding={"trajectory_id": "api-sess", "channel": "eval"})
+    assert made["binding"] == {"trajectory_id": "api-sess", "channel": "eval"} and made["secret"]
+    two_turns(oai(keyed_server, made["secret"]), "through the keys API")
+    r = keyed_server.api("GET", "/api/v1/trajectories/api-sess", params={"steps": "false"}).json()
+    assert (r["channel"], r["n_steps"]) == ("eval", 2)
+    listed = {k["key_id"]: k for k in admin.list_keys()}
+    assert listed[made["key_id"]]["binding"]["trajectory_id"] == "api-sess"
+    bad = keyed_server.api("POST", "/api/v1/keys", json={"scope": "trainer", "binding": {"trajectory_id": "x"}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "binding_scope"
+    bad = keyed_server.api("POST", "/api/v1/keys", json={"scope": "agent", "binding": {"group_id": "g"}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_binding"

@@ -96,7 +96,7 @@ async def list_keys(request: Request) -> Response:
              summary="Create an API key; the secret is shown once")
 async def create_key(request: Request) -> Response:
     body = await read_model(request, KeyIn)
-    rec, secret = await asyncio.to_thread(pool_of(request).store.create_key, body.scope, body.name)
+    rec, secret = await asyncio.to_thread(pool_of(request).store.create_key, body.scope, body.name, body.binding)
     auth_of(request).invalidate()
     return ok({**asdict(rec), "secret": secret}, 201)
 
