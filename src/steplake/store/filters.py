@@ -39,17 +39,23 @@ def parse_cursor(c: str) -> int:
         raise ValidationError(f"invalid cursor {c!r}", code="invalid_cursor") from None
 
 
-def traj_where(filters: Json, ph: str = "?") -> tuple[list[str], list[Any]]:
-    """WHERE clauses and arguments of a trajectory list; ``ph`` is the driver's placeholder."""
+def _equal(filters: Json, cols: tuple[str, ...], ph: str) -> tuple[list[str], list[Any]]:
+    """``col = value`` for each of ``cols`` given in ``filters``, and ``trainable`` as 0/1."""
     where: list[str] = []
     args: list[Any] = []
-    for col in ("channel", "group_id", "status", "quality", "agent"):
+    for col in cols:
         if filters.get(col) is not None:
             where.append(f"{col} = {ph}")
             args.append(filters[col])
     if filters.get("trainable") is not None:
         where.append(f"trainable = {ph}")
         args.append(int(bool(filters["trainable"])))
+    return where, args
+
+
+def traj_where(filters: Json, ph: str = "?") -> tuple[list[str], list[Any]]:
+    """WHERE clauses and arguments of a trajectory list; ``ph`` is the driver's placeholder."""
+    where, args = _equal(filters, ("channel", "group_id", "status", "quality", "agent"), ph)
     for key, clause in (("min_reward", "reward >="), ("max_reward", "reward <="), ("since", "created_at >="),
                         ("until", "created_at <=")):
         if filters.get(key) is not None:
@@ -74,18 +80,22 @@ def traj_where(filters: Json, ph: str = "?") -> tuple[list[str], list[Any]]:
     return where, args
 
 
+def traj_page_sql(where: list[str], args: list[Any], filters: Json, cursor: str | None, limit: int, cols: str,
+                  ph: str = "?") -> tuple[str, list[Any]]:
+    """SELECT of one keyset page of trajectories (newest first unless ``order=asc``) under ``where``."""
+    desc = filters.get("order", "desc") == "desc"
+    where, args = list(where), list(args)
+    if cursor is not None:
+        where.append(f"seq {'<' if desc else '>'} {ph}")
+        args.append(parse_cursor(cursor))
+    sql = f"SELECT {cols} FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
+    return sql + f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT {ph}", [*args, limit + 1]
+
+
 def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: str = "?") -> tuple[str, list[Any]]:
     """SELECT of one page of steps, keyset-paged on ``seq`` (ascending within a trajectory, else newest first)."""
-    where: list[str] = []
-    args: list[Any] = []
-    for col in ("trajectory_id", "group_id", "channel", "continuity", "policy_version", "token_source",
-                "finish_reason", "quality"):
-        if filters.get(col) is not None:
-            where.append(f"{col} = {ph}")
-            args.append(filters[col])
-    if filters.get("trainable") is not None:
-        where.append(f"trainable = {ph}")
-        args.append(int(bool(filters["trainable"])))
+    where, args = _equal(filters, ("trajectory_id", "group_id", "channel", "continuity", "policy_version",
+                                   "token_source", "finish_reason", "quality"), ph)
     if filters.get("since") is not None:
         where.append(f"created_at >= {ph}")
         args.append(float(filters["since"]))
@@ -98,4 +108,4 @@ def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: 
     return sql, [*args, limit + 1]
 
 
-__all__ = ["traj_where", "parse_cursor", "step_page_sql", "text_search", "like_pattern", "DENSE_TEXT_SQL", "PG_DENSE_TEXT_SQL"]
+__all__ = ["traj_where", "traj_page_sql", "parse_cursor", "step_page_sql", "text_search", "like_pattern", "DENSE_TEXT_SQL", "PG_DENSE_TEXT_SQL"]

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ConflictError
 from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, Step
-from .accounting import account_step
+from .accounting import account_step, check_step_fits
 from .base import AppendResult, Json
 from .codec import dumps, ids_to_bytes
 from .encode import encode_step
@@ -100,18 +100,9 @@ class PgAppend(PgWrites):
         return ctx.res
 
     def _check_state(self, tx: Tx, s: Step, st: PgTraj, now: float) -> None:
-        tid = s.trajectory_id
-        if st.status == "complete":
-            raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps", code="trajectory_complete")
-        if st.status == "abandoned":  # an agent came back: reopen
-            self._set_status(tx, tid, "abandoned", "open", now, st.group_id)
+        if check_step_fits(s, st.status, st.group_id, st.channel):  # an agent came back: reopen
+            self._set_status(tx, s.trajectory_id, "abandoned", "open", now, st.group_id)
             st.status = "open"
-        if s.group_id is not None and s.group_id != st.group_id:
-            raise ConflictError(f"trajectory {tid!r} belongs to group {st.group_id!r}, not {s.group_id!r}",
-                                code="group_mismatch")
-        if s.channel is not None and s.channel != st.channel:
-            raise ConflictError(f"trajectory {tid!r} is in channel {st.channel!r}, not {s.channel!r}",
-                                code="channel_mismatch")
 
     def _parent(self, tx: Tx, tid: str, st: PgTraj, index: int, ctx: _AppendCtx) -> tuple[str | None, bytes | None]:
         if index > st.last_index:

@@ -13,7 +13,7 @@ import psycopg.errors
 
 from .base import Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, loads
-from .filters import PG_DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, traj_where
+from .filters import PG_DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, traj_page_sql, traj_where
 from .keys import KEY_COLUMNS, key_record
 from .sqlite import (
     GROUP_COLS,
@@ -146,19 +146,13 @@ class PgReads:
     def _traj_page(self, where: list[str], args: list[Any], filters: Json, cursor: str | None, limit: int,
                    budget_ms: int | None = None) -> list[Any] | None:
         """One keyset page of trajectories; with ``budget_ms``, None when the query ran out of time."""
-        desc = filters.get("order", "desc") == "desc"
-        where, args = list(where), list(args)
-        if cursor is not None:
-            where.append("seq < %s" if desc else "seq > %s")
-            args.append(parse_cursor(cursor))
-        sql = f"SELECT {TRAJ_COLS} FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT %s"
+        sql, args = traj_page_sql(where, args, filters, cursor, limit, TRAJ_COLS, "%s")
         if budget_ms is None:
-            return self._all(sql, [*args, limit + 1])
+            return self._all(sql, args)
         try:
             with self._conn() as conn, conn.transaction():
                 conn.execute(f"SET LOCAL statement_timeout = {int(budget_ms)}")
-                return conn.execute(sql, [*args, limit + 1]).fetchall()
+                return conn.execute(sql, args).fetchall()
         except psycopg.errors.QueryCanceled:
             return None
 

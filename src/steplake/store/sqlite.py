@@ -16,7 +16,15 @@ from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
 from .encode import backfill_text, encode_steps
-from .filters import DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, text_search, traj_where
+from .filters import (
+    DENSE_TEXT_SQL,
+    like_pattern,
+    parse_cursor,
+    step_page_sql,
+    text_search,
+    traj_page_sql,
+    traj_where,
+)
 from .keys import KEY_COLUMNS, check_binding, key_record
 from .schema import MIGRATIONS, SCHEMA_VERSION, TEXT_INDEX_VERSION
 from .selection import select_groups
@@ -354,21 +362,13 @@ class SqliteStore(SqliteWrites):
     def _page_rows(conn: sqlite3.Connection, where: list[str], args: list[Any], filters: Json, cursor: str | None,
                    limit: int, budget_s: float | None = None) -> list[Any] | None:
         """One keyset page of trajectories; with ``budget_s``, None when the query ran out of time."""
-        desc = filters.get("order", "desc") == "desc"
-        where, args = list(where), list(args)
-        if cursor is not None:
-            where.append("seq < ?" if desc else "seq > ?")
-            args.append(parse_cursor(cursor))
-        sql = f"SELECT {TRAJ_COLS} FROM trajectories"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT ?"
+        sql, args = traj_page_sql(where, args, filters, cursor, limit, TRAJ_COLS)
         if budget_s is None:
-            return conn.execute(sql, [*args, limit + 1]).fetchall()
+            return conn.execute(sql, args).fetchall()
         deadline = time.monotonic() + budget_s
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), DENSE_CHECK_EVERY)
         try:
-            return conn.execute(sql, [*args, limit + 1]).fetchall()
+            return conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError as e:
             if "interrupt" not in str(e):
                 raise

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConflictError, NotFoundError
 from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
-from .accounting import account_step
+from .accounting import account_step, check_step_fits
 from .base import AppendResult, Json
 from .codec import dumps, ids_to_bytes, loads
 from .encode import Encoded, encode_step
@@ -279,19 +279,10 @@ class SqliteWrites:
         tid = s.trajectory_id
         st = self._traj_state(conn, tid, ctx.local, ctx.absent)
         if st is None:  # its row and "open" event are written at flush, before its steps
-            st = self._open_deferred(conn, s, ctx)
-        elif st.status == "complete":
-            raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps",
-                                code="trajectory_complete")
-        elif st.status == "abandoned":  # an agent came back: reopen
+            return self._open_deferred(conn, s, ctx)
+        if check_step_fits(s, st.status, st.group_id, st.channel):  # an agent came back: reopen
             self._set_status(conn, tid, "abandoned", "open", ctx.now, st.group_id)
             st.status = "open"
-        if s.group_id is not None and s.group_id != st.group_id:
-            raise ConflictError(f"trajectory {tid!r} belongs to group {st.group_id!r}, not {s.group_id!r}",
-                                code="group_mismatch")
-        if s.channel is not None and s.channel != st.channel:
-            raise ConflictError(f"trajectory {tid!r} is in channel {st.channel!r}, not {s.channel!r}",
-                                code="channel_mismatch")
         return st
 
     def _append_one(self, conn: sqlite3.Connection, s: Step, e: Encoded, ctx: _AppendCtx) -> None:
