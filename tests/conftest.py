@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,23 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until_up(url: str, timeout: float = 30, check: Callable[[], None] | None = None) -> None:
-    """Poll ``url`` until it answers 200 (``check`` may raise to stop early, e.g. when the process died)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if check is not None:
-            check()
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout:.0f} s"
-        time.sleep(0.05)
 
 
 def make_store(backend: str, tmp_path: Path):  # type: ignore[no-untyped-def]

@@ -15,13 +15,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from tests.procs import stop_process, wait_until_up
 
 HEALTH_TIMEOUT_S = float(os.environ.get("STEPLAKE_TEST_MODEL_TIMEOUT", "300"))
 
@@ -39,17 +39,13 @@ def _src_dir() -> str:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"model server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"model server not healthy after {HEALTH_TIMEOUT_S:.0f}s:\n{log.read_text()[-3000:]}")
+    try:
+        wait_until_up(url + "/health", HEALTH_TIMEOUT_S, alive, interval=0.5)
+    except AssertionError:
+        raise RuntimeError(f"model server not healthy after {HEALTH_TIMEOUT_S:.0f}s:\n{log.read_text()[-3000:]}") from None
 
 
 @pytest.fixture(scope="session")
@@ -67,12 +63,7 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_healthy(url, proc, log)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 20)
 
 
 @pytest.fixture(scope="session")

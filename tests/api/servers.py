@@ -20,6 +20,7 @@ from steplake.app import create_app
 from steplake.config import Settings
 from steplake.store.sqlite import SqliteStore
 from tests.conftest import free_port
+from tests.procs import stop_process, wait_until_up
 
 
 def make_app(tmp_path: Path, **settings: object) -> FastAPI:
@@ -80,25 +81,12 @@ def serve_process(db: Path, *extra: str) -> Iterator[str]:
                        *extra)
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    def alive() -> None:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"steplake serve exited with {proc.returncode}: {out}")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"steplake serve exited with {proc.returncode}: {out}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("steplake serve did not come up")
-            time.sleep(0.1)
+        wait_until_up(f"{url}/healthz", 30, alive)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

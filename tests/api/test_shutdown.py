@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 
 from tests.api.servers import steplake_cmd, subprocess_env
-from tests.conftest import free_port, wait_until_up
+from tests.conftest import free_port
+from tests.procs import wait_until_up
 
 
 def test_sigterm_ends_open_streams_and_long_polls_cleanly(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.procs import stop_process
 
 from .producer import Producer
 
@@ -73,12 +74,7 @@ def start_server(db: Path, *extra: str) -> Server:
 
 
 def stop_server(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(5)
+    stop_process(server.proc)
 
 
 @pytest.fixture(scope="package")

@@ -22,6 +22,7 @@ import uvicorn
 from steplake.app import create_app
 from steplake.config import Settings
 from tests.conftest import free_port
+from tests.procs import stop_process, wait_until_up
 
 pytestmark = pytest.mark.slow
 CALC = {"type": "function", "function": {"name": "calculator", "description": "Evaluate an arithmetic expression",
@@ -29,18 +30,6 @@ CALC = {"type": "function", "function": {"name": "calculator", "description": "E
                                                         "properties": {"expression": {"type": "string"}}}}}
 CALC_ANTHROPIC = {"name": "calculator", "description": "Evaluate an arithmetic expression",
                   "input_schema": CALC["function"]["parameters"]}
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +46,10 @@ def model_url(request: pytest.FixtureRequest) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "steplake.model", "serve", "--port", str(port)],
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", 600)
+        wait_until_up(f"http://127.0.0.1:{port}/health", 600, interval=0.5)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_process(proc, 30)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +61,7 @@ def server(model_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                         lifespan="on"))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
-    wait_http(f"http://127.0.0.1:{port}/readyz", 120)
+    wait_until_up(f"http://127.0.0.1:{port}/readyz", 120)
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     th.join(30)

@@ -20,8 +20,9 @@ from fastapi import FastAPI
 from steplake.app import create_app
 from steplake.config import Settings
 from steplake.store.sqlite import SqliteStore
-from tests.conftest import free_port, wait_until_up
+from tests.conftest import free_port
 from tests.gateway.fake_upstream import FakeUpstreamThread
+from tests.procs import wait_until_up
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
+from tests.procs import stop_process
 
 PG_URL = os.environ.get("STEPLAKE_TEST_PG_URL")
 
@@ -66,13 +67,7 @@ def wait_ready(s: Server, timeout: float = 60) -> None:
 
 
 def stop_server(s: Server) -> None:
-    if s.proc.poll() is None:
-        s.proc.terminate()
-        try:
-            s.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            s.proc.kill()
-            s.proc.wait()
+    stop_process(s.proc)
 
 
 @contextmanager
