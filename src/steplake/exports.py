@@ -17,6 +17,7 @@ Recipes (``grpo``, ``rloo``, ``reinforce_pp`` ...) run on trajectory rewards, gr
 over the whole selection (``reinforce_pp`` whitens over all of it); every step of a trajectory carries
 its advantage in the ``advantage`` column. ``dpo`` pairs are not rows: use ``POST /batches`` for them.
 
+A rebuild records its source as ``selection.source_manifest``, a path relative to the new manifest's folder.
 Beside the manifest, ``<manifest>.trajectories`` lists ``trajectory_id<TAB>group_id`` of the selection
 (recipe input), which ``from_manifest`` reads back.
 """
@@ -290,6 +291,14 @@ def _compare(source: Manifest, new: Manifest, fmt: str, allow_changes: bool) -> 
                              "nothing was written (allow changes to write it anyway)", details=details)
 
 
+def _relative(target: Path, start: Path) -> str:
+    """``target`` relative to ``start`` (a manifest never records an absolute path)."""
+    try:
+        return os.path.relpath(target.resolve(), start.resolve())
+    except ValueError:  # another drive (Windows)
+        return target.name
+
+
 def export_pool(store: Store, *, path: str | os.PathLike[str], format: str, channel: str | None = None,
                 filters: Mapping[str, Any] | None = None, recipe: str | None = None, batch_id: str | None = None,
                 from_manifest: str | os.PathLike[str] | None = None, include_open: bool = False,
@@ -309,7 +318,8 @@ def export_pool(store: Store, *, path: str | os.PathLike[str], format: str, chan
             raise ExportError(f"cannot read manifest {mpath}: {e}") from None
         plan = _plan_for_manifest(store, source, mpath)
         info.update(filters=source.filters, recipe=source.recipe, batch_id=source.selection.get("batch_id"),
-                    source_manifest=str(mpath), source_content_hash=source.content_hash)
+                    source_manifest=_relative(mpath, manifest_path_for(path, format).parent),
+                    source_content_hash=source.content_hash)
     elif batch_id is not None:
         plan = _plan_for_batch(store, batch_id, recipe)
         info["recipe"] = plan.recipe

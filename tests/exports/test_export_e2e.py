@@ -186,7 +186,7 @@ async def test_http_export_and_download(tmp_path: Path) -> None:
         ans = await client.export("parquet", tmp_path / "local.parquet", name="first", recipe="grpo",
                                   filters={"reward_present": True})
         assert ans["export_id"] == "first" and ans["download_url"] == "/api/v1/exports/first/download"
-        assert Path(ans["path"]) == tmp_path / "exports" / "first" / "first.parquet"
+        assert ans["path"] == "first.parquet" and (tmp_path / "pool.db.exports" / "first" / "first.parquet").is_file()
         rows = list(read_export(ans["local_path"]))
         assert len(rows) == ans["manifest"]["counts"]["steps"] == 8
         assert content_hash(rows) == ans["manifest"]["content_hash"]

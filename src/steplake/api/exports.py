@@ -1,16 +1,21 @@
 """``/api/v1/exports``: write an export on the server, list them, read a manifest, download the file.
 
-Exports live in a folder of their own, never at a client-supplied path: ``<db dir>/exports/`` for a
-SQLite pool, ``./steplake-exports/`` (the server's working directory) for PostgreSQL. Each export is a
-sub-folder named by its ``export_id`` (the request's ``name``, validated, or a generated id) holding the
-file (``<id>.jsonl`` / ``<id>.parquet`` / the ``<id>/`` dataset folder), its manifest and sidecars. The
-``hf`` download is a zip of the dataset folder, built on first download. The work runs in a worker
-thread (:func:`steplake.exports.export_pool`).
+Each pool's exports live in a folder of their own, never at a client-supplied path and never shared with
+another pool (:func:`exports_root`): ``<db dir>/<db file name>.exports/`` for a SQLite pool (``pool.db`` →
+``pool.db.exports/``), ``./steplake-exports/<host>_<port>_<database>_<schema>/`` (under the server's working
+directory) for PostgreSQL. Each export is a sub-folder named by its ``export_id`` (the request's ``name``,
+validated, or a generated id) holding the file (``<id>.jsonl`` / ``<id>.parquet`` / the ``<id>/`` dataset
+folder), its manifest and sidecars. The ``hf`` download is a zip of the dataset folder, built on first
+download. The work runs in a worker thread (:func:`steplake.exports.export_pool`).
+
+Answers name files relative to the export (``path``: the file's name); no answer or served manifest tells
+where the server keeps them, and error messages have the folder removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -27,7 +32,7 @@ from starlette.responses import FileResponse, Response
 
 from ..batches.manifest import manifest_path_for
 from ..config import Settings
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConflictError, NotFoundError, SteplakeError
 from ..exports import export_pool
 from ..records import Recipe
 from ..store.filters import parse_cursor
@@ -59,13 +64,39 @@ class ExportIn(BaseModel):
     allow_changes: bool = False
 
 
-def exports_root(settings: Settings) -> Path:
-    """``<db dir>/exports`` for SQLite, ``./steplake-exports`` for PostgreSQL."""
-    db = settings.db
+def _safe_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "-"
+
+
+def exports_root(settings: Settings, store: Any = None) -> Path:
+    """This pool's exports folder: ``<db dir>/<db file name>.exports`` for SQLite,
+    ``./steplake-exports/<host>_<port>_<database>_<schema>`` for PostgreSQL (``store`` wins over
+    ``settings.db`` when given: its path, or its URL and schema)."""
+    db = str(getattr(store, "url", None) or getattr(store, "path", None) or settings.db)
     if db.startswith(("postgresql://", "postgres://")):
-        return Path.cwd() / "steplake-exports"
-    path = db[len("sqlite:///"):] if db.startswith("sqlite:///") else db
-    return Path(path).resolve().parent / "exports"
+        from urllib.parse import parse_qsl, urlsplit
+
+        parts = urlsplit(db)
+        query = dict(parse_qsl(parts.query))
+        schema = getattr(store, "schema", None) or query.get("schema") or "public"
+        host = parts.hostname or query.get("host") or "localhost"
+        port = str(parts.port or query.get("port") or 5432)
+        database = parts.path.lstrip("/") or query.get("dbname") or parts.username or "postgres"
+        key = "_".join(_safe_part(x) for x in (host, port, database, schema))
+        return Path.cwd() / "steplake-exports" / key
+    path = Path(db[len("sqlite:///"):] if db.startswith("sqlite:///") else db).resolve()
+    return path.parent / f"{path.name}.exports"
+
+
+def _root_of(request: Request) -> Path:
+    return exports_root(settings_of(request), pool_of(request).store)
+
+
+def _scrub(err: SteplakeError, root: Path) -> None:
+    """Remove the server's folder from an error message (answers never tell where exports live)."""
+    for prefix in (f"{root}{os.sep}", str(root)):
+        err.message = err.message.replace(prefix, "")
+    err.args = (err.message,)
 
 
 def _valid_id(export_id: str) -> bool:
@@ -76,6 +107,17 @@ def _file_of(root: Path, export_id: str, fmt: str) -> Path:
     return root / export_id / f"{export_id}{EXTENSIONS[fmt]}"
 
 
+def _public(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest as answered: file names only (a manifest written by an older steplake held absolute paths)."""
+    if isinstance(manifest.get("path"), str):
+        manifest["path"] = Path(manifest["path"]).name
+    selection = manifest.get("selection")
+    if isinstance(selection, dict) and isinstance(selection.get("source_manifest"), str):
+        source = selection["source_manifest"]
+        selection["source_manifest"] = Path(source).name if os.path.isabs(source) else source
+    return manifest
+
+
 def _read_entry(root: Path, export_id: str) -> dict[str, Any] | None:
     """The answer for one export, or None when ``export_id`` names no finished export."""
     if not _valid_id(export_id):
@@ -83,7 +125,7 @@ def _read_entry(root: Path, export_id: str) -> dict[str, Any] | None:
     for fmt in EXTENSIONS:
         mp = manifest_path_for(_file_of(root, export_id, fmt), fmt)
         if mp.is_file():
-            manifest = orjson.loads(mp.read_bytes())
+            manifest = _public(orjson.loads(mp.read_bytes()))
             return {"export_id": export_id, "format": fmt, "path": manifest.get("path"), "manifest": manifest,
                     "download_url": f"/api/v1/exports/{export_id}/download"}
     return None
@@ -111,8 +153,10 @@ def _run_export(root: Path, store: Any, body: ExportIn) -> dict[str, Any]:
         export_pool(store, path=_file_of(root, export_id, body.format), format=body.format,
                     channel=body.channel, filters=body.filters, recipe=body.recipe, batch_id=body.batch_id,
                     from_manifest=source, include_open=body.include_open, allow_changes=body.allow_changes)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(e, SteplakeError):
+            _scrub(e, root)
         raise
     entry = _read_entry(root, export_id)
     assert entry is not None
@@ -123,8 +167,7 @@ def _run_export(root: Path, store: Any, body: ExportIn) -> dict[str, Any]:
              summary="Export steps (jsonl / parquet / hf) with a manifest; from_manifest reproduces one")
 async def post_export(request: Request) -> Response:
     body = await read_model(request, ExportIn)
-    root = exports_root(settings_of(request))
-    return ok(await asyncio.to_thread(_run_export, root, pool_of(request).store, body), 201)
+    return ok(await asyncio.to_thread(_run_export, _root_of(request), pool_of(request).store, body), 201)
 
 
 def _list(root: Path) -> list[dict[str, Any]]:
@@ -136,7 +179,7 @@ def _list(root: Path) -> list[dict[str, Any]]:
 
 @router.get("/exports", summary="Exports on this server, newest first, with their manifests")
 async def list_exports(request: Request, cursor: Cursor = None, limit: Limit = 100) -> Response:
-    entries = await asyncio.to_thread(_list, exports_root(settings_of(request)))
+    entries = await asyncio.to_thread(_list, _root_of(request))
     start = max(0, parse_cursor(cursor)) if cursor else 0  # "¹".isdigit() is True: parse, 422 if not an int
     page = entries[start:start + limit]
     more = start + limit < len(entries)
@@ -144,7 +187,7 @@ async def list_exports(request: Request, cursor: Cursor = None, limit: Limit = 1
 
 
 async def _entry(request: Request, export_id: str) -> tuple[Path, dict[str, Any]]:
-    root = exports_root(settings_of(request))
+    root = _root_of(request)
     entry = await asyncio.to_thread(_read_entry, root, export_id)
     if entry is None:
         raise NotFoundError(f"export {export_id!r} not found", code="export_not_found")

@@ -5,6 +5,11 @@ inside a Hugging Face dataset folder) plus a sidecar listing every exported step
 (``<file>.stepids``: ``step_id<TAB>sha256`` lines sorted by step id), so the exact selection can be
 re-read and re-exported later.
 
+The manifest names files relative to itself, never by an absolute path: ``path`` is the export's file
+name (an ``hf`` export: its folder's name; the manifest sits inside it) and ``files`` the names the export
+holds, so a manifest can be moved with its export or served over HTTP without telling where the server
+keeps it. :func:`read_manifest` gives ``path`` back as the location beside the manifest it read.
+
 Hashes (all sha256, hex):
 
 - row digest (:func:`batch_digests`): computed from the row as encoded in the export's Arrow schema, so
@@ -275,19 +280,24 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     lines = "".join(f"{sid}\t{d}\n" for sid, d in zip(manifest.step_ids, manifest.row_digests, strict=True))
     _atomic_write(sidecar, lines.encode())
     manifest.step_ids_file = sidecar.name
-    body = orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    doc = manifest.model_dump(mode="json")
+    doc["path"] = Path(manifest.path).name  # relative: the file beside the manifest (hf: the folder holding it)
+    body = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     _atomic_write(target, body + b"\n")
     return target
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read a manifest (a manifest file, or an ``hf`` export folder) with its step ids.
+    """Read a manifest (a manifest file, or an ``hf`` export folder) with its step ids; ``path`` is the
+    export's location beside the manifest.
 
     Raises ``ValueError`` if the sidecar does not match ``step_ids_hash``."""
     p = Path(path)
     if p.is_dir():
         p = p / HF_MANIFEST_NAME
     manifest = Manifest.model_validate(orjson.loads(p.read_bytes()))
+    name = Path(manifest.path).name  # older manifests hold an absolute path: only its name counts
+    manifest.path = str(p.parent if manifest.format == "hf" else p.parent / name)
     if manifest.step_ids_file:
         ids, digests = [], []
         for line in (p.parent / manifest.step_ids_file).read_text().splitlines():
