@@ -157,6 +157,7 @@ def check_bind(settings: Settings) -> None:
 
 
 def run_server(settings: Settings) -> None:
+    import asyncio
     import importlib.util
 
     import uvicorn
@@ -178,6 +179,18 @@ def run_server(settings: Settings) -> None:
         def handle_exit(self, sig: int, frame: Any) -> None:
             pool.begin_shutdown()  # open event streams and long polls end, so shutdown does not wait on them
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # where it listens, the database, the upstreams; later: the model is ready
+                from .serve_info import announce_upstreams, banner_lines, bound_port
+
+                def echo(line: str) -> None:
+                    click.echo(line, err=True)
+
+                for line in banner_lines(settings, app, bound_port(self, settings.port)):
+                    echo(line)
+                self._announce = asyncio.ensure_future(announce_upstreams(app, echo))
 
     server = Server(config)
     server.run()

@@ -33,10 +33,17 @@ def model() -> None:
               envvar="STEPLAKE_MODEL_DEFAULT_MAX_TOKENS", help="max_tokens for requests that give none.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--parent-pid", type=int, default=None, envvar="STEPLAKE_MODEL_PARENT_PID",
+              help="Exit as soon as this process (the steplake serve that started it) is gone.")
 def serve(host: str, port: int, gguf: str | None, model_name: str, logprobs_mode: str, threads: int | None,
-          default_max_tokens: int, log_level: str) -> None:
+          default_max_tokens: int, log_level: str, parent_pid: int | None) -> None:
     """Serve the embedded model (OpenAI /v1/chat/completions, /v1/completions, /tokenize, ...)."""
     import os
+
+    if parent_pid is not None:  # first, before the slow imports and the model load
+        from .lifeline import exit_with_parent
+
+        exit_with_parent(parent_pid)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -3,7 +3,8 @@
 The gateway starts ``python -m steplake.model serve --port <free port> [--gguf FILE]`` as a child process
 in the background (``/healthz`` answers at once; gateway requests wait while the model loads, up to the
 pool's ``ready_wait``, then get a 503 in their protocol's shape) and stops it at shutdown. The child's
-output goes to the gateway's stderr.
+output goes to the gateway's stderr. It gets ``--parent-pid`` and exits by itself when this process is gone
+without stopping it (SIGKILL, OOM kill, crash): see ``steplake.model.lifeline``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class LocalModelProcess:
                         loading=True)
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "steplake.model", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "steplake.model", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--parent-pid", str(os.getpid())]  # the child exits when this process is gone, killed or not
         if self.gguf:
             cmd += ["--gguf", self.gguf]
         return cmd
