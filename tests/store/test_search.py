@@ -77,11 +77,44 @@ def test_later_steps_and_deleted_trajectories(store: Any) -> None:
     assert found(store, "lisbon") == []
 
 
+def test_a_first_step_and_a_fork_index_the_history_they_carry(store: Any) -> None:
+    """An agent's first call may carry many turns (automatic attribution opens a trajectory for it), and a
+    fork rewrites the history: no earlier step holds those messages, so these steps index them."""
+    h = [{"role": "system", "content": "Guide for Quillborough"},
+         {"role": "user", "content": "Visit the Marmalade lighthouse"},
+         {"role": "assistant", "content": "Which month, Zephyrine?"},
+         {"role": "user", "content": "Octember"}]
+    store.append_steps([step("h", 0, h, "Booked")])
+    for w in ["quillborough", "marmalade", "zephyrine", "octember", "booked"]:
+        assert found(store, w) == ["h"], w
+    compacted = [{"role": "user", "content": "Summary: a Brindlewick trip"}, {"role": "assistant", "content": "Noted"},
+                 {"role": "user", "content": "Go on"}]
+    fork = Step(step_id="h-1", trajectory_id="h", step_index=1, prompt_ids=[7] * 30, response_ids=[1],
+                messages=compacted, response=StepResponse(content="Done"))
+    store.append_steps([fork])
+    assert store.get_trajectory("h")["steps"][1]["continuity"] == "fork"
+    assert found(store, "brindlewick") == ["h"] and found(store, "noted") == ["h"]
+
+
+def test_indexed_text_keeps_the_steps_own_text_whole() -> None:
+    from steplake.store.encode import MAX_SEARCH_CHARS, indexed_text
+
+    h = [{"role": "user", "content": "x" * MAX_SEARCH_CHARS}, {"role": "assistant", "content": "ok"},
+         {"role": "user", "content": "last words"}]
+    own = search_text(h, {"content": "the answer"})
+    assert own == "last words\nthe answer"
+    assert indexed_text(own, h, "clean") == own
+    text = indexed_text(own, h, "first")
+    assert len(text) == MAX_SEARCH_CHARS and text.startswith("xxx") and text.endswith("\n" + own)
+
+
 def test_a_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     s = SqliteStore(db)
     s.open()
     s.append_steps([step("old", 0, [{"role": "user", "content": "legacy walrus question"}], "walrus answer")])
+    s.append_steps([step("hist", 0, [{"role": "user", "content": "old narwhal"}, {"role": "assistant", "content": "a"},
+                                     {"role": "user", "content": "b"}], "c")])
     s.close()
     with sqlite3.connect(db) as c:  # back to schema v2, the last one without the text index
         c.execute("DROP TABLE step_text")
@@ -90,6 +123,7 @@ def test_a_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path) -> None
     s.open()
     try:
         assert found(s, "walrus") == ["old"] and found(s, "legacy") == ["old"]
+        assert found(s, "narwhal") == ["hist"]  # a first step's history too
     finally:
         s.close()
 
@@ -109,6 +143,8 @@ def test_a_postgres_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path
     s = PostgresStore(url, schema=schema, drop_schema_on_close=False)
     s.open()
     s.append_steps([step("old", 0, [{"role": "user", "content": "legacy walrus question"}], "walrus answer")])
+    s.append_steps([step("hist", 0, [{"role": "user", "content": "old narwhal"}, {"role": "assistant", "content": "a"},
+                                     {"role": "user", "content": "b"}], "c")])
     s.close()
     with psycopg.connect(s.url, **connect_kwargs(schema)) as c:  # back to schema v1, without the text table
         c.execute("DROP TABLE step_text")
@@ -116,7 +152,7 @@ def test_a_postgres_pool_from_before_the_index_is_indexed_on_open(tmp_path: Path
     s = PostgresStore(url, schema=schema, drop_schema_on_close=True)
     s.open()
     try:
-        assert found(s, "walrus") == ["old"] and found(s, "LEGACY") == ["old"]
+        assert found(s, "walrus") == ["old"] and found(s, "LEGACY") == ["old"] and found(s, "narwhal") == ["hist"]
         # the trigram index exists when pg_trgm can be created (CI's database allows it)
         assert s._tx(lambda tx: tx.one("SELECT count(*) FROM pg_indexes WHERE indexname = 'step_text_trgm'"
                                        " AND schemaname = current_schema()"))[0] == 1

@@ -25,7 +25,7 @@ class Encoded:
     logprobs: bytes | None  # float32 little-endian
     content_hash: bytes
     doc: bytes  # messages, tools, response, sampling, usage, metadata, provenance
-    text: str  # what message search finds this step by (see search_text)
+    text: str  # what message search finds this step by (see search_text; the store adds indexed_text's history)
 
 
 MAX_SEARCH_CHARS = 20_000
@@ -55,26 +55,55 @@ def _calls_text(calls: Any) -> list[str]:
     return out
 
 
-def search_text(messages: Any, response: Any) -> str:
-    """The text message search looks in for one step: the messages new since the model's last turn (all of
-    them on a first step; earlier turns were indexed with the steps that produced or received them) and the
-    response (content, reasoning, tool calls). Each message of a conversation is indexed about once, not once
-    per later step that repeats it in its history."""
+def _last_assistant(msgs: list[Any]) -> int:
+    return max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"), default=-1)
+
+
+def _messages_text(msgs: list[Any]) -> list[str]:
     parts: list[str] = []
-    msgs = messages if isinstance(messages, list) else []
-    last_assistant = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"),
-                         default=-1)
-    for m in msgs[last_assistant + 1:]:
+    for m in msgs:
         if isinstance(m, dict):
             parts += _content_text(m.get("content"))
             parts += _calls_text(m.get("tool_calls"))
+    return parts
+
+
+def _joined(parts: list[str], limit: int = MAX_SEARCH_CHARS) -> str:
+    # NUL never reaches the index: PostgreSQL text cannot hold it and FTS5 query strings end at it
+    return "\n".join(p for p in parts if p).replace("\x00", "")[:limit]
+
+
+def search_text(messages: Any, response: Any) -> str:
+    """The text message search finds a step by, as far as the step itself tells: the messages new since the
+    model's last turn and the response (content, reasoning, tool calls). The history before that turn is
+    added by ``indexed_text`` when no earlier step of the trajectory holds it."""
+    msgs = messages if isinstance(messages, list) else []
+    parts = _messages_text(msgs[_last_assistant(msgs) + 1:])
     if isinstance(response, dict):
         parts += _content_text(response.get("content"))
         if isinstance(response.get("reasoning"), str):
             parts.append(response["reasoning"])
         parts += _calls_text(response.get("tool_calls"))
-    # NUL never reaches the index: PostgreSQL text cannot hold it and FTS5 query strings end at it
-    return "\n".join(p for p in parts if p).replace("\x00", "")[:MAX_SEARCH_CHARS]
+    return _joined(parts)
+
+
+def history_text(messages: Any) -> str:
+    """The text of the messages up to and including the model's last turn: what ``search_text`` leaves out."""
+    msgs = messages if isinstance(messages, list) else []
+    return _joined(_messages_text(msgs[:_last_assistant(msgs) + 1]))
+
+
+def indexed_text(own: str, messages: Any, continuity: str | None) -> str:
+    """What a stored step is indexed by: ``own`` (its ``search_text``) and, on a step whose history no earlier
+    step of its trajectory holds — the first one (an agent's first call may carry many turns) or a ``fork``
+    (the history was rewritten) — that history too, so every message of a conversation is found. Later
+    ``clean``/``realigned`` steps repeat history their parents indexed: each message is indexed about once.
+    ``own`` is kept whole; the history fills the rest of ``MAX_SEARCH_CHARS``."""
+    if continuity not in ("first", "fork", None):
+        return own
+    room = MAX_SEARCH_CHARS - len(own) - (1 if own else 0)
+    head = history_text(messages)[:room] if room > 0 else ""
+    return "\n".join(p for p in (head, own) if p)
 
 
 def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes | None) -> bytes:
@@ -89,17 +118,19 @@ def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes |
     return h.digest()
 
 
-def backfill_text(fetch: Callable[[int], Sequence[tuple[int, str, Any]]],
+def backfill_text(fetch: Callable[[int], Sequence[tuple[int, str, Any, str | None]]],
                   insert: Callable[[list[tuple[int, str, str]]], None]) -> int:
     """Index the text of steps stored before the search index existed: ``fetch(after_seq)`` returns the next
-    chunk of ``(seq, trajectory_id, doc)`` rows in seq order, ``insert`` writes ``(seq, trajectory_id, text)``
-    rows. Used by both stores' migrations; returns the number of steps indexed."""
+    chunk of ``(seq, trajectory_id, doc, continuity)`` rows in seq order, ``insert`` writes ``(seq,
+    trajectory_id, text)`` rows (see ``indexed_text``). Used by both stores' migrations; returns the number
+    of steps indexed."""
     last, n = 0, 0
     while rows := fetch(last):
         out = []
-        for seq, tid, doc in rows:
+        for seq, tid, doc, continuity in rows:
             d = loads(doc)
-            text = search_text(d.get("messages"), d.get("response")) if isinstance(d, dict) else ""
+            text = indexed_text(search_text(d.get("messages"), d.get("response")), d.get("messages"),
+                                continuity) if isinstance(d, dict) else ""
             if text:
                 out.append((seq, tid, text))
         if out:
@@ -123,4 +154,5 @@ def encode_steps(steps: Sequence[Step]) -> list[Encoded]:
     return [encode_step(s) for s in steps]
 
 
-__all__ = ["Encoded", "encode_step", "encode_steps", "step_content_hash", "search_text", "backfill_text", "MAX_SEARCH_CHARS"]
+__all__ = ["Encoded", "encode_step", "encode_steps", "step_content_hash", "search_text", "history_text", "indexed_text",
+           "backfill_text", "MAX_SEARCH_CHARS"]

@@ -63,7 +63,7 @@ def pg_index_existing_text(conn: psycopg.Connection[Any], chunk: int = 5000) -> 
     def insert(rows: list[tuple[int, str, str]]) -> None:
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO step_text(seq, trajectory_id, text) VALUES (%s, %s, %s)", rows)
-    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > %s"
+    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc, continuity FROM steps WHERE seq > %s"
                                              " ORDER BY seq LIMIT %s", (after, chunk)).fetchall(), insert)
 
 

@@ -14,7 +14,7 @@ from ..records import DEFAULT_CHANNEL, Step
 from .accounting import account_step, check_step_fits
 from .base import AppendResult, Json
 from .codec import dumps, ids_to_bytes
-from .encode import encode_step
+from .encode import encode_step, indexed_text
 from .postgres_tx import Tx
 from .postgres_writes import PgTraj, PgWrites
 
@@ -138,8 +138,8 @@ class PgAppend(PgWrites):
                             len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
                             s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash,
                             e.doc))
-        if e.text:
-            ctx.texts.append((step_id, e.text))
+        if text := indexed_text(e.text, s.messages, continuity):
+            ctx.texts.append((step_id, text))
         known[step_id] = chash
         if index > st.last_index:
             st.last_step_id, st.last_seq = step_id, prompt + response

@@ -80,7 +80,7 @@ def index_existing_text(conn: sqlite3.Connection, chunk: int = 5000) -> None:
     """Fill the message-search index from steps stored before it existed (one pass, inside the migration)."""
     def insert(rows: list[tuple[int, str, str]]) -> None:
         conn.executemany("INSERT INTO step_text(rowid, trajectory_id, text) VALUES (?, ?, ?)", rows)
-    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc FROM steps WHERE seq > ?"
+    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc, continuity FROM steps WHERE seq > ?"
                                              " ORDER BY seq LIMIT ?", (after, chunk)).fetchall(), insert)
 
 

@@ -17,7 +17,7 @@ from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
 from .accounting import account_step, check_step_fits
 from .base import AppendResult, Json
 from .codec import dumps, ids_to_bytes, loads
-from .encode import Encoded, encode_step
+from .encode import Encoded, encode_step, indexed_text
 
 TRAJ_CACHE_LIMIT = 20_000
 GROUP_CACHE_LIMIT = 200_000
@@ -314,8 +314,8 @@ class SqliteWrites:
         ctx.rows.append((step_id, tid, st.group_id, index, st.channel, policy, continuity, parent_id, shared,
                          len(prompt) // 4, len(response) // 4, prompt[shared * 4:], response, logprobs,
                          s.token_source, s.finish_reason, s.model, s.reward, s.latency_ms, ctx.now, chash, e.doc))
-        if e.text:
-            ctx.texts.append((e.text, step_id))
+        if text := indexed_text(e.text, s.messages, continuity):
+            ctx.texts.append((text, step_id))
         ctx.events.append((dumps({"step_id": step_id, "trajectory_id": tid, "group_id": st.group_id,
                                   "step_index": index, "continuity": continuity, "channel": st.channel}), ctx.now))
         if index > st.last_index:
@@ -392,6 +392,7 @@ class SqliteWrites:
         conn.execute("DELETE FROM rewards WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
         conn.execute("DELETE FROM feedback WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
         conn.execute("DELETE FROM step_text WHERE rowid IN (SELECT seq FROM steps WHERE trajectory_id = ?)", (tid,))
+        conn.execute("DELETE FROM reward_claims WHERE trajectory_id = ?", (tid,))
         conn.execute("DELETE FROM steps WHERE trajectory_id = ?", (tid,))
         conn.execute("DELETE FROM trajectories WHERE trajectory_id = ?", (tid,))
         conn.execute("UPDATE groups SET n_trajectories = n_trajectories - 1, n_complete = n_complete - ?,"
