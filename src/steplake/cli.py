@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -208,7 +209,7 @@ def cli() -> None:
 @cli.command()
 @settings_options
 def serve(**opts: Any) -> None:
-    """Run the server: gateway, API, dashboard (single process)."""
+    """Run the server: gateway, API, dashboard (single process); creates the database (--db) if missing."""
     settings = settings_from(opts)
     check_bind(settings)
     run_server(settings)
@@ -222,7 +223,9 @@ def serve(**opts: Any) -> None:
 @click.option("--keep-serving", is_flag=True, help="Leave the server (and dashboard) running afterwards.")
 @settings_options
 def demo(tasks: int, rollouts: int, max_tokens: int, keep_serving: bool, **opts: Any) -> None:
-    """Run the end-to-end demo (agents, rewards, a GRPO batch) against the embedded model."""
+    """Run the end-to-end demo (agents, rewards, a GRPO batch) against the embedded model.
+
+    Its database is a temporary file unless --db names one (created if missing)."""
     settings = settings_from(opts)
     try:
         from .demo import run_demo
@@ -266,13 +269,41 @@ def stats(url: str, api_key: str | None, as_json: bool) -> None:
 
 
 db_option = click.option("--db", envvar="STEPLAKE_DB", default=None,
-                         help="SQLite file or postgresql:// URL [env STEPLAKE_DB; default steplake.db].")
+                         help="SQLite file or postgresql:// URL of an existing pool (never created here) "
+                              "[env STEPLAKE_DB; default steplake.db].")
 
 
-def _open_db(db: str | None) -> Any:
+def require_pool(db: str) -> None:
+    """A command that reads or changes a pool refuses one that does not exist: a mistyped ``--db`` would
+    otherwise create an empty pool and report 0 rows. Only ``serve``, ``demo`` and ``keys create`` create."""
+    if not db.startswith(("postgresql://", "postgres://")):
+        path = Path(db[len("sqlite:///"):] if db.startswith("sqlite:///") else db)
+        if not path.is_file():
+            why = "is a directory" if path.is_dir() else "does not exist"
+            raise ConfigError(f"no database at {str(path)!r}: the file {why} (check --db / STEPLAKE_DB; "
+                              "'steplake serve' creates one)")
+        return
+    from .store.postgres import redact, split_schema
+
+    url, schema = split_schema(db)
+    try:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute("SELECT to_regclass(%s)", (f'"{schema or "public"}".meta',)).fetchone()
+    except Exception as e:
+        raise ConfigError(f"cannot open database {redact(db)!r}: {str(e).strip().splitlines()[0]}") from None
+    if row is None or row[0] is None:
+        raise ConfigError(f"no steplake pool in schema {schema or 'public'!r} of {redact(url)!r} (check --db; "
+                          "'steplake serve' creates one)")
+
+
+def _open_db(db: str | None, *, create: bool = False) -> Any:
     from .store import open_store
 
     settings = build_settings({"db": db})
+    if not create:
+        require_pool(settings.db)
     store = open_store(settings.db, settings)
     try:
         store.open()
@@ -297,12 +328,14 @@ def keys() -> None:
 @click.option("--group", "group_id", default=None, help="The bound session's group (with --trajectory).")
 @click.option("--channel", default=None, help="The bound session's channel (with --trajectory).")
 @click.option("--metadata", default=None, help="The bound session's step metadata, a JSON object (with --trajectory).")
-@db_option
+@click.option("--db", envvar="STEPLAKE_DB", default=None,
+              help="SQLite file or postgresql:// URL; created if it does not exist, so a key can be made "
+                   "before the first serve [env STEPLAKE_DB; default steplake.db].")
 def keys_create(scope: str, name: str | None, trajectory_id: str | None, group_id: str | None,
                 channel: str | None, metadata: str | None, db: str | None) -> None:
     """Create a key; the secret is printed once (last line)."""
     binding = _key_binding(scope, trajectory_id, group_id, channel, metadata)
-    store = _open_db(db)
+    store = _open_db(db, create=True)
     try:
         rec, secret = store.create_key(scope, name, binding)
     finally:
