@@ -3,7 +3,6 @@ an empty one; only ``serve``, ``demo`` and ``keys create`` create one."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def db_commands() -> list[str]:
 
 def test_the_list_covers_the_commands_that_must_refuse() -> None:
     names = db_commands()
-    assert CREATORS <= set(names) and {"export", "keys list", "keys revoke", "prune"} <= set(names), names
+    assert set(names) >= CREATORS and {"export", "keys list", "keys revoke", "prune"} <= set(names), names
 
 
 @pytest.mark.parametrize("command", sorted(set(db_commands()) - CREATORS))
