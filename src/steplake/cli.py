@@ -220,9 +220,11 @@ def serve(**opts: Any) -> None:
 @click.option("--rollouts", type=click.IntRange(1, 64), default=4, show_default=True, help="Rollouts per task.")
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=48, show_default=True,
               help="max_tokens per model call.")
-@click.option("--keep-serving", is_flag=True, help="Leave the server (and dashboard) running afterwards.")
+@click.option("--keep-serving/--no-keep-serving", default=None,
+              help="Leave the server (and dashboard) running afterwards until Ctrl-C [default: keep serving "
+                   "when run in a terminal, stop otherwise].")
 @settings_options
-def demo(tasks: int, rollouts: int, max_tokens: int, keep_serving: bool, **opts: Any) -> None:
+def demo(tasks: int, rollouts: int, max_tokens: int, keep_serving: bool | None, **opts: Any) -> None:
     """Run the end-to-end demo (agents, rewards, a GRPO batch) against the embedded model.
 
     Its database is a temporary file unless --db names one (created if missing)."""

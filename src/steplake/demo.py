@@ -5,7 +5,9 @@ reward on channel ``train``), then runs arithmetic tasks: each task is a GRPO gr
 the groups use an agent written with the ``openai`` SDK, half one written with the ``anthropic`` SDK. An
 agent asks the model, which must call a ``calculator`` tool; the agent runs the tool and sends the result
 back; the model answers. The agent then marks its trajectory complete; the server scores it in the
-background. A summary table and a GRPO batch preview close the run.
+background. A summary table, a GRPO batch preview and the dashboard/API URLs (one a line, never wrapped)
+close the run. In a terminal the server then keeps serving them until Ctrl-C; elsewhere (or with
+``--no-keep-serving``) it stops and the summary says so (``--keep-serving`` keeps it anywhere).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +187,21 @@ def run_rollouts(url: str, tasks: list[dict[str, Any]], rollouts: int, max_token
     return results
 
 
-def summarize(url: str, results: list[dict[str, Any]], console: Console) -> None:
+@dataclass
+class DemoSummary:
+    """What the demo prints at the end (gathered from the server by ``collect_summary``)."""
+
+    url: str
+    db: str
+    log: str
+    sdk_rows: list[tuple[str, ...]] = field(default_factory=list)
+    batch_rows: list[tuple[str, str, str]] = field(default_factory=list)
+    committed: int = 0
+    failed: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+
+
+def collect_summary(url: str, db: str, log: str, results: list[dict[str, Any]]) -> DemoSummary:
     from .client import Client
 
     client = Client(url)
@@ -195,48 +212,83 @@ def summarize(url: str, results: list[dict[str, Any]], console: Console) -> None
             break
         time.sleep(0.5)
     stats = client.stats()
-    table = Table(title="steplake demo")
-    for col in ("SDK", "traj", "steps", "tokens", "reward", "clean", "realign", "fork", "errors"):
-        table.add_column(col, justify="right" if col != "SDK" else "left")
+    out = DemoSummary(url=url, db=db, log=log, committed=stats["captures"]["committed"],
+                      failed=stats["captures"]["failed"])
     for sdk in ("openai", "anthropic"):
         mine = [r for r in results if r["sdk"] == sdk]
         trajs = [client.get_trajectory(r["trajectory_id"]) for r in mine]
         steps = [s for t in trajs for s in t["steps"]]
         rewards = [t["reward"] for t in trajs if t["reward"] is not None]
         cont = [s["continuity"] for s in steps]
-        table.add_row(sdk, str(len(trajs)), str(len(steps)),
-                      f"{sum(len(s['prompt_ids']) + len(s['response_ids']) for s in steps):,}",
-                      f"{sum(rewards) / len(rewards):.2f}" if rewards else "-", str(cont.count("clean")),
-                      str(cont.count("realigned")), str(cont.count("fork")), str(sum(1 for r in mine if r["error"])))
-    console.print(table)
+        out.sdk_rows.append((sdk, str(len(trajs)), str(len(steps)),
+                             f"{sum(len(s['prompt_ids']) + len(s['response_ids']) for s in steps):,}",
+                             f"{sum(rewards) / len(rewards):.2f}" if rewards else "-", str(cont.count("clean")),
+                             str(cont.count("realigned")), str(cont.count("fork")),
+                             str(sum(1 for r in mine if r["error"]))))
     batch = client.fetch_batch(groups=len({r["question"] for r in results}), recipe="grpo", dry_run=True)
-    bt = Table(title="GRPO batch preview (dry run)")
-    for col in ("task", "rewards", "advantages"):
-        bt.add_column(col)
     for g in batch["groups"]:
         ts = g["trajectories"]
         task = ts[0]["metadata"].get("task", g["group_id"]) if ts else g["group_id"]
-        bt.add_row(task, " ".join(f"{t['reward']:.0f}" for t in ts), " ".join(f"{t['advantage']:+.2f}" for t in ts))
-    console.print(bt)
-    console.print(f"captures committed {stats['captures']['committed']}, failed {stats['captures']['failed']}; "
-                  f"excluded from the batch: {batch['excluded'] or 'nothing'}")
-    console.print(f"Dashboard: {url}/    API: {url}/api/v1/trajectories    OpenAPI: {url}/docs")
+        out.batch_rows.append((task, " ".join(f"{t['reward']:.0f}" for t in ts),
+                               " ".join(f"{t['advantage']:+.2f}" for t in ts)))
+    out.excluded = dict(batch["excluded"] or {})
     client.close()
+    return out
 
 
-def run_demo(settings: Settings, *, keep_serving: bool = False, tasks: int = 4, rollouts: int = 4,
+def _line(console: Console, text: str) -> None:
+    """One line printed as is: never wrapped (a URL or a path stays whole) and never read as markup."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def print_summary(console: Console, summary: DemoSummary, *, keep_serving: bool) -> None:
+    """The closing tables, then the URLs and paths one a line, then whether the server keeps serving them."""
+    table = Table(title="steplake demo")
+    for col in ("SDK", "traj", "steps", "tokens", "reward", "clean", "realign", "fork", "errors"):
+        table.add_column(col, justify="right" if col != "SDK" else "left")
+    for row in summary.sdk_rows:
+        table.add_row(*row)
+    console.print(table)
+    bt = Table(title="GRPO batch preview (dry run)")
+    for col in ("task", "rewards", "advantages"):
+        bt.add_column(col)
+    for brow in summary.batch_rows:
+        bt.add_row(*brow)
+    console.print(bt)
+    excluded = ", ".join(f"{k} {v}" for k, v in summary.excluded.items()) or "nothing"
+    _line(console, f"captures committed {summary.committed}, failed {summary.failed}; "
+                   f"excluded from the batch: {excluded}")
+    u = summary.url
+    for label, value in (("Dashboard:", f"{u}/"), ("API:", f"{u}/api/v1/trajectories"), ("OpenAPI:", f"{u}/docs"),
+                         ("Database:", summary.db), ("Server log:", summary.log)):
+        _line(console, f"{label:<12}{value}")
+    if keep_serving:
+        _line(console, "The server keeps serving these URLs; Ctrl-C stops it.")
+    else:
+        _line(console, "The server stops now: these URLs will not answer. To keep it up, run")
+        _line(console, "  steplake demo --keep-serving")
+        _line(console, "or browse this pool again with")
+        _line(console, f"  steplake serve --db {summary.db}")
+
+
+def run_demo(settings: Settings, *, keep_serving: bool | None = None, tasks: int = 4, rollouts: int = 4,
              max_tokens: int = 48) -> None:
+    """Run the demo; ``keep_serving=None`` keeps the server up when run in a terminal (stdin and stdout)."""
     console = Console()
+    if keep_serving is None:
+        keep_serving = sys.stdin.isatty() and sys.stdout.isatty()
     workdir = Path(tempfile.mkdtemp(prefix="steplake-demo-"))
     if settings.db == Settings.model_fields["db"].default:
         settings = settings.model_copy(update={"db": str(workdir / "demo.db")})
     proc, url = start_server(settings, workdir, console)
-    console.print(f"[green]steplake serve[/] is up at {url} (db {settings.db}, log {workdir / 'server.log'})")
+    _line(console, f"steplake serve is up at {url}")
+    _line(console, f"  database {settings.db}")
+    _line(console, f"  log      {workdir / 'server.log'}")
     try:
         results = run_rollouts(url, make_tasks(tasks), rollouts, max_tokens, console)
-        summarize(url, results, console)
+        summary = collect_summary(url, settings.db, str(workdir / "server.log"), results)
+        print_summary(console, summary, keep_serving=keep_serving)
         if keep_serving:
-            console.print("[bold]--keep-serving[/]: the server stays up; Ctrl-C stops it.")
             proc.wait()
     except KeyboardInterrupt:
         pass
@@ -249,4 +301,4 @@ def run_demo(settings: Settings, *, keep_serving: bool = False, tasks: int = 4, 
                 proc.kill()
 
 
-__all__ = ["run_demo", "calculator", "make_tasks"]
+__all__ = ["run_demo", "calculator", "make_tasks", "DemoSummary", "collect_summary", "print_summary"]
