@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from . import __version__
 from .api import api_routers
+from .api.audit import AuditMiddleware
 from .api.auth import Auth, AuthMiddleware
 from .api.common import install_openapi
 from .api.errors import install_error_handlers
@@ -103,6 +104,7 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
         from .gateway import GatewayFastPath
 
         app.add_middleware(GatewayFastPath, gateway=gw)
+    app.add_middleware(AuditMiddleware, store=store)  # inside auth: it reads the caller's Principal
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=auth)
     app.add_middleware(RequestCounter, counts=counts)

@@ -136,7 +136,13 @@ def start_server(settings: Settings, workdir: Path, console: Console) -> tuple[s
         cmd += ["--model-gguf", settings.model_gguf]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     log = open(workdir / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    try:
+        from .model.lifeline import die_with_this_process
+    except ImportError:  # a build without the embedded model package
+        preexec = None
+    else:
+        preexec = die_with_this_process()  # a killed demo takes its server (and the model) along
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, preexec_fn=preexec)  # noqa: PLW1509
     url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{port}"
     with console.status("starting steplake serve and loading the embedded model (~30 s) ..."):
         deadline = time.time() + 300

@@ -122,3 +122,26 @@ def test_model_server_started_for_a_parent_already_gone_exits_at_once() -> None:
     r = subprocess.run(steplake_cmd("model", "serve", "--parent-pid", "1", "--port", str(free_port())),
                        env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "parent process 1 is gone" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_killed_demo_takes_its_server_along(tmp_path: Path) -> None:
+    port = free_port()  # an unreachable upstream: the demo waits for readiness, no model is loaded
+    demo = subprocess.Popen(steplake_cmd("demo", "--port", str(port), "--upstream", "http://127.0.0.1:9",
+                                         "--db", str(tmp_path / "demo.db")),
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", 60,
+                      lambda: None if demo.poll() is None else pytest.fail(f"demo exited {demo.returncode}"))
+        server = next(p for p in _children(demo.pid) if "serve" in Path(f"/proc/{p}/cmdline").read_text())
+        demo.send_signal(signal.SIGKILL)
+        demo.wait(10)
+        deadline = time.monotonic() + 15
+        while _alive(server):
+            assert time.monotonic() < deadline, f"the demo's server {server} outlived the killed demo"
+            time.sleep(0.1)
+    finally:
+        stop_process(demo)
+        if server is not None and _alive(server):
+            os.kill(server, signal.SIGKILL)

@@ -9,7 +9,7 @@ scope     may use
 ========  ===============================================================================================
 agent     the gateway (``/v1/...``, ``/t/{id}/...``); ``POST /api/v1/trajectories``, ``/groups``, ``/steps``,
           ``/trajectories/{id}/complete``, ``/generate``, ``/feedback``
-trainer   every ``GET`` under ``/api/v1`` (keys excepted) and ``GET /metrics``; ``POST /api/v1/batches``,
+trainer   every ``GET`` under ``/api/v1`` (keys, audit excepted) and ``GET /metrics``; ``POST /api/v1/batches``,
           ``/batches/{id}/ack``, ``/policy``, ``/rewards``, ``/rewards/run``, ``/exports``
 admin     everything (curation, deletes, keys, the dashboard)
 ========  ===============================================================================================
@@ -69,7 +69,7 @@ def required_scopes(method: str, path: str) -> frozenset[str] | None:
     if not path.startswith("/api/v1/"):
         return ADMIN
     if method in ("GET", "HEAD"):
-        return ADMIN if path.startswith("/api/v1/keys") else TRAINER
+        return ADMIN if path.startswith(("/api/v1/keys", "/api/v1/audit")) else TRAINER
     if method == "POST":
         if path in AGENT_POSTS or (path.startswith("/api/v1/trajectories/") and path.endswith("/complete")):
             return AGENT

@@ -164,6 +164,7 @@ class Pool:
                 log.exception("idle sweep failed")
 
     async def _pruner(self) -> None:
+        from ..store.audit import audit_entry
         from ..store.lifecycle import prune
 
         while True:
@@ -172,6 +173,9 @@ class Pool:
                 if any(done.values()):
                     log.info("retention pruned %s", done)
                     self.notify()
+                    entry = audit_entry("trajectories.prune", actor="server", via="server", summary={
+                        "deleted": {ch: n for ch, n in done.items() if n}, "retention": self.retention})
+                    await self._run(self.store.append_audit, entry)
             except Exception:
                 log.exception("retention prune failed")
             await asyncio.sleep(self.prune_interval)

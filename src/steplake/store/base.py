@@ -120,5 +120,9 @@ class Store(Protocol):
     def lookup_key(self, secret: str) -> KeyRecord | None: ...
     def has_keys(self) -> bool: ...  # an unrevoked key *not* bound to a session exists (keys are required)
 
+    # audit log (steplake.store.audit): entries from audit_entry(); pages newest first, cursor = last id
+    def append_audit(self, entry: Json) -> Json: ...
+    def list_audit(self, filters: Json, cursor: str | None, limit: int) -> Page: ...
+
 
 __all__ = ["Store", "Page", "AppendResult", "BatchSelection", "KeyRecord", "Json"]

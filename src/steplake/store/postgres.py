@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from ..errors import ConfigError, NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from .audit import PgAudit
 from .base import AppendResult, BatchSelection, Json, KeyRecord
 from .codec import dumps
 from .encode import backfill_text
@@ -82,7 +83,7 @@ def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
         log.warning("message search without a trigram index (pg_trgm unavailable: %s)", str(e).strip())
 
 
-class PostgresStore(PgReads, PgAppend):
+class PostgresStore(PgReads, PgAppend, PgAudit):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
                  pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
         self.url, url_schema = split_schema(url)

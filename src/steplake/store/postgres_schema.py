@@ -189,13 +189,43 @@ PG_SCHEMA_V3 = """
 ALTER TABLE keys ADD COLUMN IF NOT EXISTS binding BYTEA
 """
 
-PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3]
+# audit log (steplake.store.audit): who changed the pool as an administrator, what, when, from where.
+PG_SCHEMA_AUDIT = """
+CREATE TABLE IF NOT EXISTS audit (
+  id BIGSERIAL PRIMARY KEY,
+  at DOUBLE PRECISION NOT NULL,
+  actor TEXT NOT NULL,
+  via TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT,
+  summary BYTEA,
+  client TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, id);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor, id)
+"""
+
+# reward claims (steplake.store.claims): which server scores a trajectory with a function version, once
+PG_SCHEMA_REWARD_CLAIMS = """
+CREATE TABLE IF NOT EXISTS reward_claims (
+  trajectory_id TEXT NOT NULL,
+  component TEXT NOT NULL,
+  version TEXT NOT NULL,
+  claimed_by TEXT NOT NULL,
+  claimed_at DOUBLE PRECISION NOT NULL,
+  done_at DOUBLE PRECISION,
+  PRIMARY KEY (trajectory_id, component, version)
+)
+"""
+
+PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3, PG_SCHEMA_AUDIT]
 PG_TEXT_INDEX_VERSION = 2
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
 # Tables whose integer ids come from a sequence: ``steplake migrate`` copies ids verbatim and then moves
 # the sequence past them.
 SERIAL_COLUMNS: dict[str, str] = {"groups": "seq", "trajectories": "seq", "steps": "seq", "rewards": "id",
-                                  "curation_history": "id", "feedback": "id", "events": "id"}
+                                  "curation_history": "id", "feedback": "id", "events": "id",
+                                  "audit": "id"}
 
 __all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION", "PG_TEXT_INDEX_VERSION", "SERIAL_COLUMNS"]

@@ -191,7 +191,36 @@ SCHEMA_V4 = """
 ALTER TABLE keys ADD COLUMN binding BLOB
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+# audit log (steplake.store.audit): who changed the pool as an administrator, what, when, from where.
+SCHEMA_AUDIT = """
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at REAL NOT NULL,
+  actor TEXT NOT NULL,
+  via TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT,
+  summary BLOB,
+  client TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, id);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor, id)
+"""
+
+# reward claims (steplake.store.claims): which server scores a trajectory with a function version, once
+SCHEMA_REWARD_CLAIMS = """
+CREATE TABLE IF NOT EXISTS reward_claims (
+  trajectory_id TEXT NOT NULL,
+  component TEXT NOT NULL,
+  version TEXT NOT NULL,
+  claimed_by TEXT NOT NULL,
+  claimed_at REAL NOT NULL,
+  done_at REAL,
+  PRIMARY KEY (trajectory_id, component, version)
+) WITHOUT ROWID
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_AUDIT]
 TEXT_INDEX_VERSION = 3  # a database migrated from below this version gets its steps' text indexed
 SCHEMA_VERSION = len(MIGRATIONS)
 

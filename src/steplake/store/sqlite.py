@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from .audit import SqliteAudit
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
 from .encode import backfill_text, encode_steps
@@ -89,7 +90,7 @@ DENSE_BUDGET_S = 0.05  # ... for at most this long before falling back to collec
 DENSE_CHECK_EVERY = 20_000  # SQLite VM steps between two looks at the clock during that walk
 
 
-class SqliteStore(SqliteWrites):
+class SqliteStore(SqliteWrites, SqliteAudit):
     def __init__(self, path: str | Path, *, commit_window_ms: float = 0.0, synchronous: str = "FULL") -> None:
         self.path = str(path)
         self.commit_window_ms = commit_window_ms
