@@ -1,7 +1,7 @@
 """``steplake`` command line: a thin layer over the Python API.
 
-Commands: ``serve``, ``demo``, ``stats``, ``keys create|list|revoke``, ``prune``, ``migrate``, ``export``,
-``rewards run`` and ``model serve`` (when the embedded-model package is importable). Every ``Settings`` field is a ``serve``/``demo`` flag and a
+Commands: ``serve``, ``demo``, ``stats``, ``keys create|list|revoke``, ``prune``, ``audit``, ``migrate``,
+``export``, ``rewards run`` and ``model serve`` (when the embedded-model package is importable). Every ``Settings`` field is a ``serve``/``demo`` flag and a
 ``STEPLAKE_<NAME>`` variable (flags win, then variables, then ``--config FILE``, then defaults).
 
 Errors (bad flag values, unreachable server, bad settings) print one line, ``steplake: error: ...``, on
@@ -340,6 +340,8 @@ def keys_create(scope: str, name: str | None, trajectory_id: str | None, group_i
     store = _open_db(db, create=True)
     try:
         rec, secret = store.create_key(scope, name, binding)
+        _record(store, "key.create", rec.key_id, {"scope": scope, "name": name,
+                                                  "trajectory_id": (binding or {}).get("trajectory_id")})
     finally:
         store.close()
     click.echo(f"key_id: {rec.key_id}\nscope: {rec.scope}\nname: {rec.name or '-'}")
@@ -399,6 +401,8 @@ def keys_revoke(key_id: str, db: str | None) -> None:
     store = _open_db(db)
     try:
         done = store.revoke_key(key_id)
+        if done:
+            _record(store, "key.revoke", key_id)
     finally:
         store.close()
     if not done:
@@ -423,6 +427,9 @@ def prune(db: str | None, retention: dict[str, float] | None, dry_run: bool) -> 
     store = _open_db(db)
     try:
         done = run_prune(store, keep, dry_run=dry_run)
+        if not dry_run and any(done.values()):
+            _record(store, "trajectories.prune", None, {"deleted": {c: n for c, n in done.items() if n},
+                                                        "retention": keep})
     finally:
         store.close()
     for channel, n in sorted(done.items()):
@@ -542,6 +549,53 @@ def rewards_run(url: str, api_key: str | None, trajectory_ids: tuple[str, ...], 
     click.echo(f"scored: {data['scored']} values on {data.get('trajectories', '?')} trajectories")
     for r in data["rewards"]:
         click.echo(f"{r.get('trajectory_id') or r.get('step_id')}\t{r.get('name')}\t{r.get('version')}\t{r.get('value')}")
+
+
+def _record(store: Any, action: str, target: str | None = None, summary: dict[str, Any] | None = None) -> None:
+    """An audit entry for a command run on the database directly (actor ``cli``, client ``user@host``)."""
+    from .store.audit import record_cli
+
+    record_cli(store, action, target, summary)
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .store.audit import parse_since
+
+    try:
+        return None if value is None else parse_since(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command("audit")
+@db_option
+@click.option("--url", default=None, help="Read a running server's log instead (GET /api/v1/audit, admin key).")
+@click.option("--api-key", envvar="STEPLAKE_API_KEY", default=None, help="API key for --url [env STEPLAKE_API_KEY].")
+@click.option("--action", default=None, help="Only this action (key.create, key.revoke, trajectory.delete ...).")
+@click.option("--actor", default=None, help="Only this actor (a key id, anonymous, cli, server).")
+@click.option("--since", default=None, callback=_since, help="Epoch seconds, an ISO date or an age (2h, 7d).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Entries to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def audit(db: str | None, url: str | None, api_key: str | None, action: str | None, actor: str | None,
+          since: float | None, limit: int, as_json: bool) -> None:
+    """Show the audit log, newest first: key changes, deletions, prunes, policy publishes, curation, reward
+    runs and exports, with who, when and from where (on the database, or a server with --url)."""
+    from .store.audit import format_entry
+
+    if url is not None:
+        from .client import Client
+
+        with Client(url, api_key=api_key, timeout=30.0) as client:
+            items = client.audit(action=action, actor=actor, since=since, limit=limit)["items"]
+    else:
+        filters = {k: v for k, v in {"action": action, "actor": actor, "since": since}.items() if v is not None}
+        store = _open_db(db)
+        try:
+            items = store.list_audit(filters, None, limit).items
+        finally:
+            store.close()
+    for e in items:
+        click.echo(json.dumps(e, sort_keys=True) if as_json else format_entry(e))
 
 
 def _attach_model_group() -> None:

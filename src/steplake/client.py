@@ -237,6 +237,12 @@ class _Endpoints(Generic[R]):
     def revoke_key(self, key_id: str) -> R:
         return self._call("DELETE", f"{API}/keys/{key_id}")
 
+    def audit(self, *, action: str | None = None, actor: str | None = None, since: float | None = None,
+              until: float | None = None, cursor: str | None = None, limit: int = 100) -> R:
+        """One page of the audit log, newest first (``GET /audit``, admin): ``{items, next_cursor}``."""
+        return self._call("GET", f"{API}/audit", params={"action": action, "actor": actor, "since": since,
+                                                         "until": until, "cursor": cursor, "limit": limit})
+
 
 def _headers(api_key: str | None) -> dict[str, str]:
     h = {"user-agent": "steplake-client"}

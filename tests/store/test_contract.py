@@ -265,3 +265,32 @@ def test_reopen_resumes_open_trajectories(store: Any, tmp_path: Any) -> None:
     store.append_steps([st("re", 1, P + [1, 9], [2])])
     got = store.get_trajectory("re")
     assert got["status"] == "open" and got["steps"][1]["continuity"] == "clean"
+
+
+def test_audit_log_pages_newest_first_with_filters(store: Any) -> None:
+    from steplake.errors import ValidationError
+    from steplake.store.audit import audit_entry
+
+    assert store.list_audit({}, None, 10).items == []
+    t0 = time.time()
+    made = [store.append_audit(audit_entry("key.create", actor="k1", via="key", target="k9",
+                                           summary={"scope": "admin"}, client="10.0.0.7", at=t0 - 100)),
+            store.append_audit(audit_entry("trajectory.delete", actor="k1", via="session", target="t1",
+                                           client="127.0.0.1", at=t0)),
+            store.append_audit(audit_entry("key.revoke", actor="cli", via="cli", target="k9", client="me@host",
+                                           at=t0 + 1))]
+    assert [m["id"] for m in made] == sorted(m["id"] for m in made)
+    page = store.list_audit({}, None, 2)
+    assert [e["action"] for e in page.items] == ["key.revoke", "trajectory.delete"] and page.next_cursor
+    rest = store.list_audit({}, page.next_cursor, 2)
+    assert rest.next_cursor is None and rest.items == [
+        {"id": made[0]["id"], "at": t0 - 100, "actor": "k1", "via": "key", "action": "key.create",
+         "target": "k9", "summary": {"scope": "admin"}, "client": "10.0.0.7"}]
+    assert [e["target"] for e in store.list_audit({"actor": "k1"}, None, 10).items] == ["t1", "k9"]
+    assert [e["actor"] for e in store.list_audit({"action": "key.revoke"}, None, 10).items] == ["cli"]
+    assert [e["action"] for e in store.list_audit({"since": t0}, None, 10).items] == ["key.revoke",
+                                                                                      "trajectory.delete"]
+    assert store.list_audit({"action": "nope"}, None, 10).items == []
+    for bad in ("x", "0", "-3", str(2**63)):
+        with pytest.raises(ValidationError):
+            store.list_audit({}, bad, 10)

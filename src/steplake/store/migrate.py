@@ -2,7 +2,7 @@
 
 Rows are copied verbatim, table by table (token ids stay the same bytes, JSON documents the same orjson
 bytes, ids, timestamps, continuity fields, curation state and history, rewards, feedback, batches, policy
-versions, API keys as hashes, counters and, unless ``events=False``, the event feed), so every read
+versions, API keys as hashes, the audit log, counters and, unless ``events=False``, the event feed), so every read
 through the Store API answers the same on both sides. The SQLite file is read directly (one read
 transaction: a consistent snapshot even of a live pool; stop its server to copy the final state).
 
@@ -29,7 +29,7 @@ from .schema import SCHEMA_VERSION
 
 # Copy order (parents first). The SQLite rowid orders and resumes each table.
 TABLES = ["groups", "trajectories", "steps", "step_text", "rewards", "curation_history", "feedback", "batches", "policy",
-          "keys", "counters", "events"]
+          "keys", "counters", "events", "audit"]
 # columns filled from the SQLite rowid (tables whose SQLite key is not an INTEGER PRIMARY KEY)
 ROWID_AS = {"groups": "seq", "step_text": "seq"}
 # tables whose existing destination rows are overwritten (exact copies of small state)
