@@ -2,8 +2,11 @@
 # Start a local PostgreSQL for steplake's tests and benchmarks; print its URL on the last line.
 #
 #   export STEPLAKE_TEST_PG_URL=$(bash scripts/start_postgres.sh | tail -1)
+#   bash scripts/start_postgres.sh stop      # stop the server of STEPLAKE_PG_DATA (if it runs)
 #
-# Idempotent: an already running server (on STEPLAKE_PG_PORT) is reused. Uses Debian's postgresql
+# Idempotent: an already running server (on STEPLAKE_PG_PORT) is reused. The line before the URL says
+# which: "started <data dir>" (this call started it: whoever called may stop it) or "reused <host:port>"
+# (never stop that one: someone else started it). Uses Debian's postgresql
 # binaries (/usr/lib/postgresql/<ver>/bin), a data directory of its own (STEPLAKE_PG_DATA, default
 # /tmp/steplake-pg) owned by the postgres user when run as root, listens on 127.0.0.1 only, trusts local
 # TCP connections (test server: never expose it), creates the database (STEPLAKE_PG_DB, default
@@ -37,6 +40,17 @@ as_pg() {  # run a command as the postgres user when we are root (initdb refuses
 
 ready() { "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U postgres >/dev/null 2>&1; }
 
+if [[ "${1:-}" == "stop" ]]; then
+  if [[ -s "$DATA/postmaster.pid" ]] && as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+    as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >&2
+    echo "start_postgres.sh: stopped the server of $DATA" >&2
+  else
+    echo "start_postgres.sh: no server runs from $DATA" >&2
+  fi
+  exit 0
+fi
+
+STARTED=0
 if ! ready; then
   if [[ ! -s "$DATA/PG_VERSION" ]]; then
     mkdir -p "$DATA"
@@ -57,6 +71,7 @@ if ! ready; then
     tail -50 "$DATA/server.log" >&2 || true
     exit 1
   }
+  STARTED=1
 fi
 
 for _ in $(seq 1 120); do
@@ -85,4 +100,5 @@ PGPASSWORD=postgres "${PSQL[@]}" -c "ALTER SYSTEM SET fsync = ${SYNC}" -c "ALTER
 if [[ "$(PGPASSWORD=postgres "${PSQL[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '${DB}'")" != "1" ]]; then
   PGPASSWORD=postgres "${PSQL[@]}" -c "CREATE DATABASE \"${DB}\"" >/dev/null
 fi
+if [[ "$STARTED" == "1" ]]; then echo "started $DATA"; else echo "reused 127.0.0.1:${PORT}"; fi
 echo "$URL"
