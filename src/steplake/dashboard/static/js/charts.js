@@ -1,5 +1,5 @@
 // Small SVG charts built with createElementNS (no library, no HTML strings).
-import { h, s, fmtNum, fmtFloat } from "./dom.js";
+import { h, s, fmtNum, fmtFloat, plural } from "./dom.js";
 
 const W = 560;
 const H = 170;
@@ -37,7 +37,7 @@ export function timeSeries(points, perMinute) {
       s("rect", { x: x + 0.5, y: PAD.t + plotH - bh, width: Math.max(1, bw - 1), height: bh, class: p.estimated ? "bar bar-est" : "bar" }),
       fh > 0 ? s("rect", { x: x + 0.5, y: PAD.t + plotH - fh, width: Math.max(1, bw - 1), height: fh, class: "bar-fork" }) : null,
       s("title", {}, p.estimated ? `${clock(p.t)}  ≈${fmtFloat(v, 1)} steps/min (estimated from the step sequence)`
-        : `${clock(p.t)}  ${fmtFloat(v, 1)} steps/min  (${p.steps} steps, ${p.forks} forks, ${fmtNum(p.tokens)} tokens)`));
+        : `${clock(p.t)}  ${fmtFloat(v, 1)} steps/min  (${plural(p.steps, "step")}, ${plural(p.forks, "fork")}, ${plural(p.tokens, "token")})`));
     return g;
   });
   const labels = [];

@@ -1,7 +1,7 @@
 // Curation form (quality, trainable, tags, note) for a step, a trajectory, a selection or a filter;
 // feedback; the history of a record's curation.
 import { api, postJSON, getJSON } from "./api.js";
-import { h, replace, fmtTime, toast, badge, pretty } from "./dom.js";
+import { h, replace, fmtTime, toast, badge, pretty, plural } from "./dom.js";
 
 const REVIEWER_KEY = "steplake.reviewer";
 
@@ -63,7 +63,7 @@ export function curationForm({ target, current, label, onDone }) {
       let res;
       if (target.filters) res = await postJSON("/dashboard/curate", { filters: target.filters, ...change });
       else res = await postJSON("/curation", { ...target, ...change });
-      toast(`Curated ${res.updated} record(s).`, "ok");
+      toast(`Curated ${plural(res.updated, "record")}.`, "ok");
       if (onDone) onDone(res);
     } catch (e) { err.textContent = e.message; }
   });

@@ -67,6 +67,11 @@ export function fmtNum(n) {
   return v.toLocaleString("en-US");
 }
 
+// A count and its noun: "1 step", "2 steps", "12.5k tokens" (many defaults to one + "s").
+export function plural(n, one, many) {
+  return `${fmtNum(n)} ${Number(n) === 1 ? one : (many || one + "s")}`;
+}
+
 export function fmtFloat(n, digits = 3) {
   if (n === null || n === undefined || n === "") return "–";
   const v = Number(n);

@@ -1,6 +1,6 @@
 // Inspector: one trajectory as a conversation, step by step, with a token view per step and curation.
 import { getJSON } from "../api.js";
-import { h, replace, fmtNum, fmtFloat, fmtTime, shortId, badge, pretty } from "../dom.js";
+import { h, replace, fmtNum, fmtFloat, fmtTime, shortId, badge, pretty, plural } from "../dom.js";
 import { subscribe } from "../live.js";
 import { curationForm, historyList, feedbackBox, tagChips, modal } from "../curation.js";
 import { tokenView } from "./tokens.js";
@@ -74,8 +74,8 @@ function continuityBanner(step, prev) {
   const parentLen = prev ? tokenCount(prev, "prompt") + tokenCount(prev, "response") : null;
   const L = step.shared_prefix_len ?? 0;
   const text = c === "fork"
-    ? `This prompt does not extend step ${prev ? prev.step_index : "?"}. It shares ${L} of ${parentLen ?? "?"} tokens of the previous prompt + response, then diverges (re-rendered template, dropped reasoning, edited history…).`
-    : `The prompt re-tokenizes the last ${parentLen !== null ? parentLen - L : "?"} token(s) of step ${prev ? prev.step_index : "?"}; the shared prefix is ${L} tokens.`;
+    ? `This prompt does not extend step ${prev ? prev.step_index : "?"}. It shares ${L} of ${parentLen === null || parentLen === undefined ? "?" : plural(parentLen, "token")} of the previous prompt + response, then diverges (re-rendered template, dropped reasoning, edited history…).`
+    : `The prompt re-tokenizes the last ${parentLen !== null ? plural(parentLen - L, "token") : "? tokens"} of step ${prev ? prev.step_index : "?"}; the shared prefix is ${plural(L, "token")}.`;
   return h("div", { class: ["banner", "banner-" + c], dataset: { continuity: c } }, h("b", {}, c === "fork" ? "Fork." : "Realigned."), " ", text);
 }
 
@@ -173,7 +173,7 @@ function rewardPanel(t, rewards) {
         h("td", { class: "num" }, fmtFloat(c && typeof c === "object" ? c.value : c)),
         h("td", { class: "muted" }, c && typeof c === "object" ? String(c.version ?? "") : "")))))
       : h("div", { class: "muted small" }, "No reward components."),
-    rewards.length ? h("details", { class: "small" }, h("summary", {}, `${rewards.length} reward record(s)`),
+    rewards.length ? h("details", { class: "small" }, h("summary", {}, plural(rewards.length, "reward record")),
       h("pre", { class: "json" }, pretty(rewards))) : null);
 }
 
@@ -208,7 +208,7 @@ export function render(root, params) {
         h("dt", {}, "steps"), h("dd", {}, String(t.n_steps)),
         h("dt", {}, "tokens"), h("dd", {}, fmtNum(t.n_tokens)),
         h("dt", {}, "policy"), h("dd", {}, pv.length ? (pv[0] === pv[1] ? "v" + pv[0] : `v${pv[0]}–v${pv[1]}`) : "–"),
-        h("dt", {}, "continuity"), h("dd", {}, t.n_fork ? badge(`${t.n_fork} fork`, "fork") : null, t.n_realigned ? badge(`${t.n_realigned} realigned`, "realigned") : null, !t.n_fork && !t.n_realigned ? badge("clean", "clean") : null),
+        h("dt", {}, "continuity"), h("dd", {}, t.n_fork ? badge(plural(t.n_fork, "fork"), "fork") : null, t.n_realigned ? badge(`${t.n_realigned} realigned`, "realigned") : null, !t.n_fork && !t.n_realigned ? badge("clean", "clean") : null),
         h("dt", {}, "created"), h("dd", {}, fmtTime(t.created_at)),
         h("dt", {}, "completed"), h("dd", {}, fmtTime(t.completed_at))),
       cur.note ? h("div", { class: "note-text" }, "note: ", cur.note) : null,

@@ -1,6 +1,6 @@
 // Overview: live counters, steps per minute, rewards, policy versions, funnel, continuity, captures.
 import { getJSON } from "../api.js";
-import { h, replace, fmtNum, fmtFloat, fmtAgo, shortId, badge } from "../dom.js";
+import { h, replace, fmtNum, fmtFloat, fmtAgo, shortId, badge, plural } from "../dom.js";
 import { subscribe } from "../live.js";
 import { timeSeries, histogram, hbars, stacked } from "../charts.js";
 
@@ -22,13 +22,13 @@ function tiles(st) {
   const cap = st.captures || {};
   const tok = st.tokens || {};
   return h("div", { class: "tiles" },
-    tile("Steps", fmtNum(st.steps), `${fmtNum(tok.prompt)} prompt · ${fmtNum(tok.response)} response tokens`),
+    tile("Steps", fmtNum(st.steps), `${plural(tok.prompt, "prompt token")} · ${plural(tok.response, "response token")}`),
     tile("Open", fmtNum(tr.open), "trajectories collecting"),
     tile("Complete", fmtNum(tr.complete), "trajectories"),
     tile("Abandoned", fmtNum(tr.abandoned), "idle past timeout", tr.abandoned ? "warn" : null),
     tile("Groups ready", fmtNum(gr.ready), `${fmtNum(gr.collecting)} collecting`),
-    tile("Batches leased", fmtNum(ba.leased), `${fmtNum(gr.leased)} groups leased`),
-    tile("Batches consumed", fmtNum(ba.consumed), `${fmtNum(gr.consumed)} groups consumed`),
+    tile("Batches leased", fmtNum(ba.leased), `${plural(gr.leased, "group")} leased`),
+    tile("Batches consumed", fmtNum(ba.consumed), `${plural(gr.consumed, "group")} consumed`),
     tile("Capture errors", fmtNum(cap.failed), `${fmtNum(cap.pending)} pending · ${fmtNum(cap.committed)} committed`,
       cap.failed ? "bad" : null),
     tile("Policy", "v" + (st.policy_version ?? 0), "published version"));
@@ -64,7 +64,7 @@ async function recent(container) {
     h("tr", { class: "clickable", onclick: () => { location.hash = "#/t/" + encodeURIComponent(t.trajectory_id); } },
       h("td", { class: "mono" }, h("a", { href: "#/t/" + encodeURIComponent(t.trajectory_id) }, shortId(t.trajectory_id, 18))),
       h("td", {}, badge(t.status, t.status)),
-      h("td", { class: "num" }, t.n_steps + " steps"),
+      h("td", { class: "num" }, plural(t.n_steps, "step")),
       h("td", { class: "num" }, fmtFloat(t.reward)),
       h("td", { class: "muted" }, fmtAgo(t.updated_at)))))) : h("div", { class: "empty" }, "No trajectories yet."));
 }

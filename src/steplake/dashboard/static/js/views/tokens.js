@@ -1,7 +1,7 @@
 // Token view of one step: decoded tokens (ids on hover), logprob shading, the prefix shared with the
 // previous step and the fork point.
 import { getJSON } from "../api.js";
-import { h, replace, fmtFloat } from "../dom.js";
+import { h, replace, fmtFloat, plural } from "../dom.js";
 
 const CHUNK = 3000;
 
@@ -48,7 +48,7 @@ function promptView(step, prev, texts, ids) {
     const sharedBox = h("span", { class: "shared-wrap" });
     const toggle = h("button", { class: "shared-toggle", type: "button", dataset: { shared: L }, onclick: () => {
       toggle.replaceWith(h("span", { class: "shared-block", title: `shared with step ${prev.step_index}` }, tokenRun(texts.slice(0, L), ids.slice(0, L), 0, "shared")));
-    } }, `⋯ ${L} tokens shared with step ${prev.step_index} (show)`);
+    } }, `⋯ ${plural(L, "token")} shared with step ${prev.step_index} (show)`);
     sharedBox.appendChild(toggle);
     parts.push(sharedBox);
   } else if (L > 0) {
@@ -75,8 +75,8 @@ export function tokenView(step, prev) {
         h("span", { class: "muted" }, "hover a token for its id and logprob"),
         res.truncated ? h("span", { class: "badge b-warn" }, "truncated") : null),
       h("div", { class: "tokens mono", dataset: { testid: "tokens" } },
-        h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `prompt · ${res.prompt_ids.length} tokens`), promptView(step, prev, res.prompt, res.prompt_ids)),
-        h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `response · ${respIds.length} tokens (${step.token_source})`),
+        h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `prompt · ${plural(res.prompt_ids.length, "token")}`), promptView(step, prev, res.prompt, res.prompt_ids)),
+        h("div", { class: "tok-section" }, h("div", { class: "tok-label" }, `response · ${plural(respIds.length, "token")} (${step.token_source})`),
           tokenRun(res.response, respIds, 0, "response", res.response_logprobs)),
       ));
   }).catch((e) => replace(box, h("div", { class: "error-box" }, e.message)));
