@@ -236,6 +236,11 @@ def demo(tasks: int, rollouts: int, max_tokens: int, keep_serving: bool | None, 
     run_demo(settings, keep_serving=keep_serving, tasks=tasks, rollouts=rollouts, max_tokens=max_tokens)
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 trajectory``, ``2 trajectories``: a count and its noun (``many`` defaults to ``one`` + s)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(data, dict):
         rows: list[tuple[str, str]] = []
@@ -433,7 +438,7 @@ def prune(db: str | None, retention: dict[str, float] | None, dry_run: bool) -> 
     finally:
         store.close()
     for channel, n in sorted(done.items()):
-        click.echo(f"{channel}: {n} trajectories {'would be ' if dry_run else ''}deleted")
+        click.echo(f"{channel}: {plural(n, 'trajectory', 'trajectories')} {'would be ' if dry_run else ''}deleted")
 
 
 @cli.command()
@@ -511,7 +516,8 @@ def export_cmd(db: str | None, fmt: str | None, out: str, channel: str | None, f
     finally:
         store.close()
     c = m.counts
-    click.echo(f"rows: {c.steps} ({c.trajectories} trajectories, {c.groups} groups, {c.tokens} tokens)")
+    click.echo(f"rows: {c.steps} ({plural(c.trajectories, 'trajectory', 'trajectories')}, {plural(c.groups, 'group')}, "
+               f"{plural(c.tokens, 'token')})")
     click.echo(f"format: {m.format}\npath: {m.path}\ncontent_hash: {m.content_hash}")
     click.echo(f"manifest: {manifest_path_for(m.path, m.format)}")
     if from_manifest:
@@ -546,7 +552,9 @@ def rewards_run(url: str, api_key: str | None, trajectory_ids: tuple[str, ...], 
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"scored: {data['scored']} values on {data.get('trajectories', '?')} trajectories")
+    n = data.get("trajectories")
+    on = plural(n, "trajectory", "trajectories") if isinstance(n, int) else "? trajectories"
+    click.echo(f"scored: {plural(data['scored'], 'value')} on {on}")
     for r in data["rewards"]:
         click.echo(f"{r.get('trajectory_id') or r.get('step_id')}\t{r.get('name')}\t{r.get('version')}\t{r.get('value')}")
 

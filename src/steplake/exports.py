@@ -288,7 +288,7 @@ def _compare(source: Manifest, new: Manifest, fmt: str, allow_changes: bool) -> 
     remove_export(new.path, fmt)
     first = next((f"; first {k}: {v[0]}" for k, v in diff.items() if v), "")
     raise ExportChangedError(f"the pool's content differs from the manifest ({summary}{first}); "
-                             "nothing was written (allow changes to write it anyway)", details=details)
+                             "nothing was written (--allow-changes, or allow_changes: true, writes it anyway)", details=details)
 
 
 def _relative(target: Path, start: Path) -> str:
@@ -307,7 +307,7 @@ def export_pool(store: Store, *, path: str | os.PathLike[str], format: str, chan
     f = normalize_filters(filters, channel)
     _check_args(format, recipe, batch_id, from_manifest, f)
     if Path(path).exists() and not overwrite:
-        raise ExportError(f"{path} already exists (overwrite to replace it)")
+        raise ExportError(f"{path} already exists (--overwrite, or overwrite=True in Python, replaces it)")
     source: Manifest | None = None
     info: Json = {"filters": f, "recipe": recipe, "batch_id": batch_id, "include_open": include_open}
     if from_manifest is not None:

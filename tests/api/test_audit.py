@@ -167,7 +167,7 @@ def test_cli_key_changes_and_prunes_are_recorded_and_listed(tmp_path: Path) -> N
     time.sleep(0.05)
     assert run_cli("prune", "--db", db, "--retention", "train=0.00000001d", "--dry-run").exit_code == 0
     r = run_cli("prune", "--db", db, "--retention", "train=0.00000001d")
-    assert r.exit_code == 0 and "train: 1 trajectories deleted" in r.output, r.output
+    assert r.exit_code == 0 and "train: 1 trajectory deleted" in r.output, r.output
 
     store.open()
     items = store.list_audit({}, None, 100).items

@@ -82,6 +82,6 @@ def test_cli_rewards_run(tmp_path: Path) -> None:
         r = CliRunner().invoke(cli, ["rewards", "run", "--url", url, "--trajectory-id", "a", "--version", "9"],
                                env={"STEPLAKE_API_KEY": None})
         assert r.exit_code == 0, r.output
-        assert "scored: 1 values on 1 trajectories" in r.output and "a\tfinal_answer\t9\t1.0" in r.output
+        assert "scored: 1 value on 1 trajectory" in r.output and "a\tfinal_answer\t9\t1.0" in r.output
         r = CliRunner().invoke(cli, ["rewards", "run", "--url", url])
         assert r.exit_code == 2 and "give --trajectory-id" in r.output
