@@ -54,6 +54,7 @@ class FakeUpstream:
         self.health_status = 200
         self.record = True
         self.auth: str | None = None
+        self.detokenize_calls = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -63,6 +64,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/update_weights_from_disk", self.reload)
+        app.router.add_post("/detokenize", self.detokenize)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -73,6 +75,19 @@ class FakeUpstream:
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def detokenize(self, request: web.Request) -> web.Response:
+        """vLLM's wire: ``{"tokens": [ids]}`` → ``{"prompt": text}`` in the toy template's vocabulary (ids < 256
+        are bytes, ``1`` ends a turn, ``1000 + role`` opens one); other ids → 400."""
+        self.detokenize_calls += 1
+        ids = (await request.json()).get("tokens")
+        names = {EOT: "<|eot|>", **{1000 + r: f"<|{name}|>" for name, r in ROLES.items() if name != "developer"}}
+        if not isinstance(ids, list) or any(not isinstance(i, int) or (i not in names and not 0 <= i < 256)
+                                            for i in ids):
+            return web.json_response({"error": {"message": "token id outside the vocabulary", "type":
+                                                "BadRequestError", "code": 400}}, status=400)
+        raw = b"".join(names[i].encode() if i in names else bytes([i]) for i in ids)
+        return web.json_response({"prompt": raw.decode("utf-8", "replace")})
 
     async def reload(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -114,6 +114,7 @@ class TokenizeRequest(_Body):
 class DetokenizeRequest(_Body):
     model: str | None = None
     tokens: list[int]
+    return_token_texts: bool = False  # steplake: also each token's text in context (see server.detokenize)
 
 
 class UpdateWeightsRequest(_Body):

@@ -1,7 +1,8 @@
 """The embedded model's OpenAI-compatible server (``steplake model serve``), vLLM-flavoured.
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (see ``chat_api`` /
-``completions_api``), ``GET /v1/models``, ``POST /tokenize``, ``POST /detokenize``, ``GET /health``
+``completions_api``), ``GET /v1/models``, ``POST /tokenize``, ``POST /detokenize`` (vLLM's shapes; see
+``tokenize``/``detokenize``), ``GET /health``
 (200 once the model is loaded, 503 while loading or after a failed load) and ``POST
 /update_weights_from_disk {model_path}`` (SGLang-style reload → ``{success, message}``, 400 on failure).
 
@@ -28,6 +29,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BadRequestError, SteplakeError
+from ..upstreams.tokenizer import utf8_pieces
 from .chat_api import chat_completions
 from .completions_api import completions
 from .engine import DEFAULT_MODEL_NAME, LocalModel
@@ -128,8 +130,7 @@ def create_model_app(model: LocalModel, served_model_name: str = DEFAULT_MODEL_N
 
     @app.post("/detokenize")
     async def _detokenize(req: DetokenizeRequest) -> dict[str, Any]:
-        m = await state.ready()
-        return {"prompt": m.decode(req.tokens)}
+        return await detokenize(state, req)
 
     @app.post("/update_weights_from_disk")
     async def _update_weights(req: UpdateWeightsRequest) -> JSONResponse:
@@ -145,6 +146,8 @@ def create_model_app(model: LocalModel, served_model_name: str = DEFAULT_MODEL_N
 
 
 async def tokenize(state: ServerState, req: TokenizeRequest) -> dict[str, Any]:
+    """vLLM's ``{"prompt"}`` or ``{"messages", add_generation_prompt?, tools?}`` → ``{"tokens", "count",
+    "max_model_len"}`` (``token_strs`` too with ``return_token_strs``)."""
     model = await state.ready()
     if (req.prompt is None) == (req.messages is None):
         raise BadRequestError("give exactly one of prompt or messages", code="invalid_request")
@@ -159,4 +162,15 @@ async def tokenize(state: ServerState, req: TokenizeRequest) -> dict[str, Any]:
     return out
 
 
-__all__ = ["create_model_app", "install_error_handlers", "tokenize"]
+async def detokenize(state: ServerState, req: DetokenizeRequest) -> dict[str, Any]:
+    """vLLM's ``{"tokens"}`` → ``{"prompt": text}``; with ``return_token_texts`` (a steplake extension, for
+    the dashboard's token view) also ``token_texts``: one string per id, decoded incrementally from the
+    tokens' bytes (a character split over tokens on the token completing it), concatenating to ``prompt``."""
+    model = await state.ready()
+    out: dict[str, Any] = {"prompt": model.decode(req.tokens)}  # 400 for an id outside the vocabulary
+    if req.return_token_texts:
+        out["token_texts"] = utf8_pieces(model.token_bytes(i) for i in req.tokens)
+    return out
+
+
+__all__ = ["create_model_app", "install_error_handlers", "tokenize", "detokenize"]

@@ -9,9 +9,11 @@ Loaded lazily in a worker thread, offline (never from a hub).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,4 +84,81 @@ def _text(content: Any) -> str:
     return str(content)
 
 
-__all__ = ["FallbackTokenizer"]
+REPLACEMENT = "\ufffd"
+LOOKBACK = 3  # a UTF-8 character has at most 4 bytes, so it ends at most 3 tokens after the one it starts in
+
+
+def utf8_pieces(chunks: Iterable[bytes]) -> list[str]:
+    """Each token's text from its raw bytes, decoded incrementally: a multi-byte character split over
+    several tokens shows on the token that completes it (the ones before it are ``""``), and bytes that never
+    form a character read U+FFFD. The pieces concatenate to the whole text."""
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = [dec.decode(b) for b in chunks]
+    tail = dec.decode(b"", final=True)
+    if tail and out:
+        out[-1] += tail
+    return out
+
+
+def _partial_runs(singles: Sequence[str]) -> list[tuple[int, int]]:
+    """Ranges ``[a, b)`` of consecutive tokens whose own text holds U+FFFD (parts of characters). A run
+    starts on a character boundary: the token before it decoded cleanly."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for k, text in enumerate([*singles, ""]):
+        if REPLACEMENT in text:
+            start = k if start is None else start
+        elif start is not None:
+            runs.append((start, k))
+            start = None
+    return runs
+
+
+def partial_windows(singles: Sequence[str]) -> list[tuple[int, int]]:
+    """The windows ``(j, k)`` (``ids[j:k + 1]``, at most 4 tokens) whose decoded text ``assemble_pieces``
+    needs beyond each token alone, so that a remote detokenizer can be asked for all of them at once."""
+    out: set[tuple[int, int]] = set()
+    for a, b in _partial_runs(singles):
+        for k in range(a, b):
+            j = max(a, k - LOOKBACK)
+            out.update((j, e) for e in (k - 1, k) if j < e)
+    return sorted(out)
+
+
+def _core(text: str, lead: bool, trail: bool) -> str:
+    """A window's text without the U+FFFD of bytes cut at its start (``lead``) and at its end (``trail``)."""
+    text = text.lstrip(REPLACEMENT) if lead else text
+    return text.rstrip(REPLACEMENT) if trail else text
+
+
+def assemble_pieces(singles: Sequence[str], window: Callable[[int, int], str]) -> list[str]:
+    """One string per token from each token's own text (``singles``) and, in a run of tokens holding parts
+    of characters, the decoded text of short windows (``window(j, k)`` = decode of ``ids[j:k + 1]``): the
+    characters token k completes are those the window ending at k adds to the window ending at k - 1 (same
+    start, at most 3 tokens back). Incremental detokenization, the same result as ``utf8_pieces`` for a
+    byte-level tokenizer, with any decode: a local tokenizer or an upstream's ``/detokenize``."""
+    out = list(singles)
+
+    def text(j: int, k: int) -> str:
+        return singles[j] if j == k else window(j, k)
+    for a, b in _partial_runs(singles):
+        for k in range(a, b):
+            j = max(a, k - LOOKBACK)
+            now = _core(text(j, k), lead=j > a, trail=k < b - 1)
+            before = _core(text(j, k - 1), lead=j > a, trail=True) if j < k else ""
+            out[k] = now[len(before):] if now.startswith(before) else singles[k]
+    return out
+
+
+def token_pieces(ids: Sequence[int], decode: Callable[[list[int]], str]) -> list[str]:
+    """``assemble_pieces`` with a local ``decode``: each distinct id decoded once, windows on demand."""
+    own: dict[int, str] = {}
+    for i in ids:
+        if i not in own:
+            own[i] = decode([i])
+    singles = [own[i] for i in ids]
+    return assemble_pieces(singles, lambda j, k: decode(list(ids[j:k + 1])))
+
+
+__all__ = ["FallbackTokenizer", "utf8_pieces", "partial_windows", "assemble_pieces", "token_pieces",
+           "REPLACEMENT"]
