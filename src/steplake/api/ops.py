@@ -28,12 +28,17 @@ async def readyz(request: Request) -> Response:
     with contextlib.suppress(Exception):
         checks["store"] = bool(await asyncio.wait_for(asyncio.to_thread(pool_of(request).store.ping), 5.0))
     gateway = gateway_of(request)
+    reasons: dict[str, str] = {}
     if gateway is not None:
         checks["gateway"] = False
         with contextlib.suppress(Exception):
             checks["gateway"] = bool(await asyncio.wait_for(gateway.ready(), 5.0))
+        for name, reason in gateway.readiness().items():  # e.g. --tokenizer loading: "tokenizer_error"
+            checks[name] = reason is None
+            if reason is not None:
+                reasons[f"{name}_error"] = reason
     ready = all(v is not False for v in checks.values())
-    return ok({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+    return ok({"status": "ready" if ready else "not ready", "checks": checks, **reasons}, 200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

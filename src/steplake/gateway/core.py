@@ -68,6 +68,8 @@ class Gateway:
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
         await self.client.start()
+        if self.tokenizer is not None:  # ~15 s for a GGUF: now, not in the first capture (see readiness)
+            self.tokenizer.start_loading()
         if self.local is not None:
             up = self.upstreams.upstreams[0]
             try:
@@ -106,6 +108,11 @@ class Gateway:
 
     async def ready(self) -> bool:
         return any(u.healthy for u in self.upstreams.upstreams)
+
+    def readiness(self) -> dict[str, str | None]:
+        """The gateway's own readiness checks for /readyz, besides its upstreams: name → None when ready, else
+        why not (``--tokenizer`` still loading, or its load failed)."""
+        return {"tokenizer": self.tokenizer.problem()} if self.tokenizer is not None else {}
 
     def stats(self) -> Json:
         return {"upstreams": [u.as_dict() for u in self.upstreams.upstreams],

@@ -4,18 +4,24 @@ Prompt ids = the tokenizer's chat template applied to the request (tools include
 prompt; response ids = the answer text encoded without special tokens, plus the end-of-sequence id when
 ``finish_reason == "stop"``. Such steps carry ``token_source = "tokenizer"``: the ids are a re-encoding,
 not necessarily what the model sampled (decode → encode does not round-trip).
-Loaded lazily in a worker thread, offline (never from a hub).
+Loaded offline (never from a hub), once: the gateway starts the load in a background thread when it starts
+(``start_loading``) and reports not-ready until it is done (``problem``); a capture that comes earlier waits
+for it, and a failed load is reported, not retried.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("steplake.tokenizer")
 
 
 class FallbackTokenizer:
@@ -30,11 +36,28 @@ class FallbackTokenizer:
     def ident(self) -> str:
         return self.spec
 
+    @property
+    def loaded(self) -> bool:
+        return self._tok is not None
+
+    def start_loading(self) -> threading.Thread:
+        """Load in a background thread (the gateway calls this at start)."""
+        t = threading.Thread(target=self.load, name="steplake-tokenizer-load", daemon=True)
+        t.start()
+        return t
+
+    def problem(self) -> str | None:
+        """Why the tokenizer cannot encode now (loading, or the load failed); None once it is loaded."""
+        if self._tok is not None:
+            return None
+        return self.error or f"loading tokenizer {self.spec!r}"
+
     def load(self) -> Any:
         with self._lock:
             if self._tok is not None or self.error is not None:
                 return self._tok
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            t0 = time.monotonic()
             try:
                 from transformers import AutoTokenizer
 
@@ -45,11 +68,13 @@ class FallbackTokenizer:
                     tok = AutoTokenizer.from_pretrained(self.spec, local_files_only=True)
             except Exception as e:  # missing files, bad format
                 self.error = f"cannot load tokenizer {self.spec!r}: {type(e).__name__}: {e}"
+                log.error("%s", self.error)
                 return None
             tmpl = getattr(tok, "chat_template", None)
             if isinstance(tmpl, str):
                 self.chat_template_hash = "sha256:" + hashlib.sha256(tmpl.encode()).hexdigest()[:16]
             self._tok = tok
+            log.info("tokenizer %s loaded in %.1f s", self.spec, time.monotonic() - t0)
             return tok
 
     def encode_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
