@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api.servers import steplake_cmd, subprocess_env
@@ -145,3 +146,12 @@ def test_a_killed_demo_takes_its_server_along(tmp_path: Path) -> None:
         stop_process(demo)
         if server is not None and _alive(server):
             os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_serve_says_when_the_embedded_model_is_ready(tmp_path: Path) -> None:
+    with serve("--db", str(tmp_path / "pool.db")) as (proc, out, url):  # no --upstream: the embedded model
+        text = out.wait_for("the embedded model is ready", timeout=300)
+        assert "Upstream:   the embedded model" in text and "loading" in text
+        assert text.index("listening on") < text.index("the embedded model is ready")
+        assert httpx.get(url + "/readyz", timeout=10).status_code == 200
