@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.api.servers import steplake_cmd, subprocess_env
-from tests.conftest import free_port
+from tests.conftest import PG_URL, free_port
 from tests.procs import stop_process, wait_until_up
 
 
@@ -155,3 +155,23 @@ def test_serve_says_when_the_embedded_model_is_ready(tmp_path: Path) -> None:
         assert "Upstream:   the embedded model" in text and "loading" in text
         assert text.index("listening on") < text.index("the embedded model is ready")
         assert httpx.get(url + "/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="STEPLAKE_TEST_PG_URL is not set (.ci/run sets it)")
+def test_serve_on_postgres_prints_the_url_without_its_password() -> None:
+    import uuid
+
+    import psycopg
+
+    assert PG_URL and ":postgres@" in PG_URL
+    schema = f"banner_{uuid.uuid4().hex[:8]}"
+    try:
+        with serve("--db", f"{PG_URL}?schema={schema}", "--upstream", "http://127.0.0.1:9") as (proc, out, url):
+            text = out.wait_for("Upstream:", timeout=60)
+        line = next(ln for ln in text.splitlines() if "Database:" in ln)
+        assert line.strip() == f"Database:   PostgreSQL {PG_URL.replace(':postgres@', '@')}?schema={schema}", line
+        assert ":postgres@" not in text
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
