@@ -110,6 +110,12 @@ class StoreError(SteplakeError):
     code = "store_error"
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached (restarting, network down); retry shortly (503)."""
+
+    code = "store_unavailable"
+
+
 class ConfigError(SteplakeError):
     """Bad settings or CLI usage; the CLI exits with status 2."""
 
@@ -137,5 +143,5 @@ ANTHROPIC_TYPES = {
 __all__ = [
     "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
-    "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "ConfigError", "ANTHROPIC_TYPES",
+    "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "StoreUnavailableError", "ConfigError", "ANTHROPIC_TYPES",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,58 @@ def test_live_delivery_and_heartbeats(live: str) -> None:
 def test_bad_last_event_id(live: str) -> None:
     r = httpx.get(f"{live}/api/v1/events", headers={"last-event-id": "abc"})
     assert r.status_code == 422 and "Last-Event-ID" in r.json()["error"]["message"]
+
+
+def _stream_until_end(url: str, key: str, opened: threading.Event, out: dict) -> None:
+    parser = SSEParser()
+    with httpx.stream("GET", f"{url}/api/v1/events", params={"heartbeat": 30},
+                      headers={"authorization": f"Bearer {key}"}, timeout=httpx.Timeout(30.0)) as r:
+        out["status"] = r.status_code
+        for line in r.iter_lines():
+            opened.set()
+            ev = parser.feed(line)
+            if ev is not None:
+                out.setdefault("events", []).append(ev)
+    out["ended_at"] = time.monotonic()
+
+
+def test_revoked_key_ends_its_stream(tmp_path: Path) -> None:
+    """A key revoked elsewhere (``steplake keys revoke``: another store on the same file) ends the streams it
+    opened within 5 s, with an ``error`` event; a key revoked through this server's API too."""
+    from steplake.store.sqlite import SqliteStore
+
+    with threaded_server(tmp_path) as (url, _app):
+        admin = httpx.post(f"{url}/api/v1/keys", json={"scope": "admin"}).json()["secret"]
+        auth = {"authorization": f"Bearer {admin}"}
+        trainers = [httpx.post(f"{url}/api/v1/keys", json={"scope": "trainer"}, headers=auth).json()
+                    for _ in range(2)]
+        for revoke in ("outside", "api"):
+            key = trainers.pop()
+            opened, out = threading.Event(), {}
+            t = threading.Thread(target=_stream_until_end, args=(url, key["secret"], opened, out), daemon=True)
+            t.start()
+            assert opened.wait(10) and out["status"] == 200
+            time.sleep(1.0)  # the stream has checked its key once at least (and the lookup is cached)
+            revoked_at = time.monotonic()
+            if revoke == "outside":
+                other = SqliteStore(tmp_path / "pool.db")
+                other.open()
+                assert other.revoke_key(key["key_id"])
+                other.close()
+            else:
+                assert httpx.delete(f"{url}/api/v1/keys/{key['key_id']}", headers=auth).status_code == 200
+            t.join(10)
+            assert not t.is_alive() and out["ended_at"] - revoked_at < 5.0, revoke
+            assert out["events"][-1]["kind"] == "error" and out["events"][-1]["id"] is None
+            assert out["events"][-1]["data"]["error"]["code"] == "key_revoked"
+        # the admin key still streams (rechecked every second: heartbeats keep coming, no error)
+        lines: list[str] = []
+        with httpx.stream("GET", f"{url}/api/v1/events", params={"heartbeat": 0.5}, headers=auth,
+                          timeout=httpx.Timeout(10.0)) as r:
+            assert r.status_code == 200
+            started = time.monotonic()
+            for line in r.iter_lines():
+                lines.append(line)
+                if time.monotonic() - started > 2.5:
+                    break
+        assert lines.count(": heartbeat") >= 3 and not any(x.startswith("event: error") for x in lines)

@@ -58,3 +58,58 @@ async def test_rewards_run_in_background_and_rerun_keeps_versions(tmp_path: Path
         assert ans["summary"]["reward_versions"] == {"final_answer": ["2"]}
     finally:
         await pool.stop()
+
+
+CALLS: dict[str, int] = {}
+
+
+def counting_reward(ctx) -> float:  # type: ignore[no-untyped-def]
+    CALLS[ctx.trajectory_id] = CALLS.get(ctx.trajectory_id, 0) + 1
+    return 1.0
+
+
+def second_store(backend: str, first: object, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Another store object on the same pool (what a second server opens)."""
+    if backend == "sqlite":
+        from steplake.store.sqlite import SqliteStore
+
+        return SqliteStore(tmp_path / "pool.db")
+    from steplake.store.postgres import PostgresStore
+
+    return PostgresStore(first.url, schema=first.schema)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_two_servers_score_each_trajectory_once(tmp_path: Path, backend: str) -> None:
+    """Two pools (two servers) with the same reward configuration on one database: each trajectory is scored
+    once per function version (one call, one record); an explicit re-run with a new version still runs."""
+    config = {"channels": {"train": {"functions": [
+        {"name": "tests.pool.test_rewarder:counting_reward", "component": "count", "version": "1"}]}}}
+    first = make_store(backend, tmp_path)
+    pools = [Pool(first, rewards=config), Pool(second_store(backend, first, tmp_path), rewards=config)]
+    for p in pools:
+        await p.start()
+    tids = [f"once-{backend}-{i}" for i in range(8)]
+    try:
+        for i, tid in enumerate(tids):
+            pool = pools[i % 2]
+            await pool.create_trajectory(tid)
+            await pool.append_steps([answer_step(tid, "Answer: 42", "42").model_copy(update={"group_id": tid})])
+            await pool.complete_trajectory(tid)
+
+        async def all_scored() -> bool:
+            found = [await pools[0].find_trajectory(x) for x in tids]
+            return all(t is not None and t["reward"] is not None for t in found)
+        await wait_for(all_scored)
+        await asyncio.sleep(1.5)  # both followers have seen every completion by now
+        assert {t: CALLS.get(t) for t in tids} == {t: 1 for t in tids}
+        for tid in tids:
+            records = await pools[1]._run(pools[1].store.list_rewards, tid)
+            assert [(r["name"], r["version"]) for r in records] == [("count", "1")]
+        assert sum(p.rewarder.stats()["claimed_elsewhere"] for p in pools) >= len(tids)
+
+        rerun = await pools[1].run_rewards([tids[0]], version="2")
+        assert [r["version"] for r in rerun] == ["2"] and CALLS[tids[0]] == 2
+    finally:
+        for p in pools:
+            await p.stop()

@@ -48,7 +48,10 @@ async def test_score_and_combine_a_channel() -> None:
     results = await score_trajectory(spec, make_ctx("\\boxed{42}", 42))  # 5 tokens → -0.5
     assert [r.component for r in results] == ["final_answer", "length_penalty", "tool_call_success"]
     assert combine_results(results) == pytest.approx(1.0 - 0.25)
-    assert results[1].details["params"] == {"max_tokens": 10, "target_tokens": 0}
+    assert "params" not in results[1].details  # never stored: they may hold secrets (a hash names them)
+    record = results[1].to_record("t")
+    assert record["details"]["config_sha256"] == spec.channels["train"].functions[1].config_sha256
+    assert record["details"]["function"] == "length_penalty" and record["version"]
     assert all(r.duration_ms >= 0 for r in results)
 
 

@@ -294,3 +294,42 @@ def test_audit_log_pages_newest_first_with_filters(store: Any) -> None:
     for bad in ("x", "0", "-3", str(2**63)):
         with pytest.raises(ValidationError):
             store.list_audit({}, bad, 10)
+
+
+def test_reward_claims_one_owner_per_function_version(store: Any) -> None:
+    store.create_trajectory("rc", None, None, None, {})
+    keys = [("rc", "judge", "1"), ("rc", "rm", "2")]
+    assert sorted(store.claim_rewards(keys, "A", 60.0)) == keys
+    assert store.claim_rewards(keys, "B", 60.0) == []  # held by A
+    assert sorted(store.claim_rewards(keys, "A", 60.0)) == keys  # A takes its own back (cut off by an outage)
+    store.settle_rewards([keys[0]], "A", True)  # scored: never taken again
+    store.settle_rewards([keys[1]], "A", False)  # failed: released, a later catch-up retries
+    assert store.claim_rewards(keys, "B", 60.0) == [keys[1]]
+    assert store.claim_rewards(keys, "A", 60.0) == []
+    assert store.claim_rewards(keys, "A", 60.0, now=time.time() + 61) == [keys[1]]  # B's claim went stale
+    assert store.claim_rewards([("rc", "rm", "3")], "B", 60.0) == [("rc", "rm", "3")]  # a new version
+    store.settle_rewards([keys[1]], "B", True)  # B no longer holds it: nothing changes
+    store.settle_rewards([keys[1]], "A", True)
+    assert store.claim_rewards(keys, "B", 60.0, now=time.time() + 3600) == []  # done stays done
+    store.delete_trajectory("rc")
+    assert store.claim_rewards(keys, "B", 60.0) == keys  # deleted with its trajectory
+
+
+def test_reward_claims_race(store: Any) -> None:
+    import threading
+
+    keys = [(f"t{i}", "rm", "1") for i in range(40)]
+    won: dict[str, list[tuple[str, str, str]]] = {}
+    barrier = threading.Barrier(4)
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        won[owner] = store.claim_rewards(keys, owner, 60.0)
+
+    threads = [threading.Thread(target=claim, args=(f"o{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    every = [k for ks in won.values() for k in ks]
+    assert len(won) == 4 and sorted(every) == sorted(keys)  # each key exactly once

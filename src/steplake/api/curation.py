@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from ..errors import BadRequestError
 from ..records import CurationIn, FeedbackIn, FeedbackKind, RewardIn
+from ..rewards.secrets import redact_reward
 from .common import documented_body, pool_of
 from .params import IdFilter, compact
 from .responses import ok, read_model
@@ -29,7 +30,7 @@ async def list_rewards(request: Request, trajectory_id: IdFilter = None, step_id
         raise BadRequestError("give trajectory_id or step_id", code="missing_target")
     store = pool_of(request).store
     items = await asyncio.to_thread(store.list_rewards, trajectory_id, step_id)
-    return ok({"items": items, "next_cursor": None})
+    return ok({"items": [redact_reward(r) for r in items], "next_cursor": None})  # old records: params masked
 
 
 @router.post("/curation", openapi_extra=documented_body(CurationIn),

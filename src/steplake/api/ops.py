@@ -25,8 +25,9 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Store and upstream ready; 503 when not")
 async def readyz(request: Request) -> Response:
     checks: dict[str, bool | None] = {"store": False, "gateway": None}
-    with contextlib.suppress(Exception):
-        checks["store"] = bool(await asyncio.wait_for(asyncio.to_thread(pool_of(request).store.ping), 5.0))
+    with contextlib.suppress(Exception):  # during a known outage: not ready at once (the store probes itself)
+        checks["store"] = pool_of(request).availability.available and bool(
+            await asyncio.wait_for(asyncio.to_thread(pool_of(request).store.ping), 5.0))
     gateway = gateway_of(request)
     reasons: dict[str, str] = {}
     if gateway is not None:
@@ -37,6 +38,8 @@ async def readyz(request: Request) -> Response:
             checks[name] = reason is None
             if reason is not None:
                 reasons[f"{name}_error"] = reason
+    if not checks["store"]:  # why: the outage as the store saw it (PostgreSQL restarting, unreachable)
+        reasons["store_error"] = pool_of(request).availability.reason or "the store did not answer"
     ready = all(v is not False for v in checks.values())
     return ok({"status": "ready" if ready else "not ready", "checks": checks, **reasons}, 200 if ready else 503)
 

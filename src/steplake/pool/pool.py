@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from ..errors import NotFoundError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from ..store.availability import Backoff, StoreAvailability, is_unavailable
 from ..store.base import AppendResult, Json, Page, Store
 
 log = logging.getLogger("steplake.pool")
@@ -57,6 +58,8 @@ class Pool:
         self._inflight_lock = threading.Lock()
         self._policy: Json | None = None
         self.on_policy: list[Callable[[Json], Any]] = []  # gateway hooks (reload upstream weights)
+        # outages of the database (PostgreSQL restarts): the store's own record when it keeps one
+        self.availability: StoreAvailability = getattr(store, "availability", None) or StoreAvailability()
 
     # lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -65,6 +68,7 @@ class Pool:
         await self._run(self.store.open)
         if hasattr(self.store, "on_commit"):
             self.store.on_commit = self.notify
+        self.availability.watch(lambda _available: self.notify())  # waiters find out (SSE error events)
         self._policy = await self._run(self.store.get_policy)
         if self.reward_config:
             from .rewarder import Rewarder
@@ -92,6 +96,7 @@ class Pool:
         """Run a store call in a worker thread, counted until the thread is done (even if we are cancelled).
         A call cancelled while still queued never runs: it is uncounted here, or ``stop`` would wait for it."""
         state = {"started": False, "dropped": False}
+        marker = self.availability.marker()
         with self._inflight_lock:
             self._inflight += 1
 
@@ -106,13 +111,24 @@ class Pool:
                 with self._inflight_lock:
                     self._inflight -= 1
         try:
-            return await asyncio.to_thread(call)
-        except BaseException:
+            result = await asyncio.to_thread(call)
+        except BaseException as e:
             with self._inflight_lock:
                 if not state["started"] and not state["dropped"]:
                     state["dropped"] = True
                     self._inflight -= 1
+            if isinstance(e, Exception) and is_unavailable(e):
+                self.availability.down(e)
             raise
+        self.availability.up_after(marker)  # a call begun during an outage answered: it is over
+        return result
+
+    def _background_failed(self, what: str, e: Exception) -> None:
+        """A background task's store call failed: an outage is logged once (the task retries), a bug always."""
+        if not is_unavailable(e):
+            log.exception("%s failed", what)
+        elif self.availability.down(e):
+            log.warning("%s: store unavailable (%s); retrying until it answers", what, str(e).strip())
 
     async def _drain(self, timeout: float = 30.0) -> None:
         """Wait for store calls still running in threads (their awaiting tasks may be cancelled)."""
@@ -160,14 +176,16 @@ class Pool:
                 n = await self._run(self.store.sweep_idle, self.idle_timeout)
                 if n:
                     self.notify()
-            except Exception:  # keep sweeping; the store logs details
-                log.exception("idle sweep failed")
+            except Exception as e:  # keep sweeping (an outage: the next sweep catches up)
+                self._background_failed("idle sweep", e)
 
     async def _pruner(self) -> None:
         from ..store.audit import audit_entry
         from ..store.lifecycle import prune
 
+        backoff = Backoff(first=1.0, cap=60.0)
         while True:
+            delay = self.prune_interval
             try:
                 done = await self._run(prune, self.store, self.retention)
                 if any(done.values()):
@@ -176,20 +194,25 @@ class Pool:
                     entry = audit_entry("trajectories.prune", actor="server", via="server", summary={
                         "deleted": {ch: n for ch, n in done.items() if n}, "retention": self.retention})
                     await self._run(self.store.append_audit, entry)
-            except Exception:
-                log.exception("retention prune failed")
-            await asyncio.sleep(self.prune_interval)
+                backoff.reset()
+            except Exception as e:  # retried soon, not an interval later
+                self._background_failed("retention prune", e)
+                delay = min(self.prune_interval, backoff.next())
+            await asyncio.sleep(delay)
 
     async def _event_ticker(self) -> None:
         """Other processes (several servers on one database) write events too: poll for them."""
-        last = await self._run(self.store.last_event_id)
+        last, failed = None, False
         while True:
-            await asyncio.sleep(self.event_poll_interval)
-            with contextlib.suppress(Exception):
+            try:
                 cur = await self._run(self.store.last_event_id)
-                if cur != last:
-                    last = cur
+                if failed or (last is not None and cur != last):
                     self.notify()
+                last, failed = cur, False
+            except Exception as e:  # an outage: waiters retry on their own; wake them once it is over
+                self._background_failed("event poll", e)
+                failed = True
+            await asyncio.sleep(self.event_poll_interval)
 
     # steps -------------------------------------------------------------------------------------------
     async def append_steps(self, steps: Sequence[Step]) -> AppendResult:
@@ -369,11 +392,27 @@ class Pool:
 
     async def subscribe(self, after: int | None = None, kinds: set[str] | None = None,
                         heartbeat: float = 15.0) -> AsyncIterator[Json | None]:
-        """Yield events after ``after`` (None: from now) forever; yields None as a heartbeat."""
-        cursor = await self._run(self.store.last_event_id) if after is None else after
+        """Yield events after ``after`` (None: from now) until shutdown; yields None as a heartbeat.
+
+        While the store cannot be reached it yields one ``outage_event`` (``id`` None, kind ``error``) per
+        outage and retries with backoff from the last event read, so nothing is skipped or repeated."""
+        cursor, backoff, failing = after, Backoff(), False
         while not self._closing:
             marker = self.change_marker()
-            events = await self.read_events(cursor, 500)
+            try:
+                if cursor is None:
+                    cursor = await self._run(self.store.last_event_id)
+                events = await self.read_events(cursor, 500)
+            except Exception as err:
+                if not is_unavailable(err):
+                    raise
+                if not failing:
+                    failing = True
+                    yield outage_event()
+                await asyncio.sleep(backoff.next())
+                continue
+            failing = False
+            backoff.reset()
             for e in events:
                 cursor = e["id"]
                 if kinds is None or e["kind"] in kinds:
@@ -384,7 +423,13 @@ class Pool:
                     yield None
 
     async def stats(self) -> Json:
-        s = await self._run(self.store.stats)
+        """Counters of the store and this process; during a known outage only this process's own (the
+        store's counters come back with it), ``store.available`` false."""
+        if self.availability.available:
+            s = await self._run(self.store.stats)
+        else:
+            s = {"store": {}}
+        s["store"] = {**s.get("store", {}), **self.availability.as_dict()}
         s["captures"] = self.captures.as_dict()
         if self.rewarder is not None:
             s["rewards"] = self.rewarder.stats()
@@ -392,4 +437,11 @@ class Pool:
         return s
 
 
-__all__ = ["Pool", "CaptureStats"]
+def outage_event() -> Json:
+    """What ``subscribe`` yields when the store stops answering (SSE: an ``error`` event without an id)."""
+    return {"id": None, "kind": "error", "data": {"error": {
+        "message": "the store is unavailable; events resume from the last one sent once it answers",
+        "type": "store_error", "code": "store_unavailable"}}}
+
+
+__all__ = ["Pool", "CaptureStats", "outage_event"]

@@ -15,6 +15,10 @@ Config shape (the ``rewards`` section of the settings file)::
 change params or code and re-run: values are stored per (component, version), old ones are kept);
 channel ``"*"`` applies to channels not listed.
 
+Records: each component's record names its ``function``, ``version`` and ``config_sha256`` (a hash of the
+function's configuration with secrets masked, rewards/secrets.py); parameters are never stored, and the
+configured secret values are scrubbed from whatever a function returns or raises.
+
 Combination: ``reward = Σ weight_c · value_c`` over components that have a value (abstentions and
 failures are skipped; components without a configured weight count with weight 1, weight 0 switches
 one off); ``None`` when no weighted component has a value.
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from steplake.rewards.base import JSON, RewardConfigError, RewardContext, RewardFunction, RewardResult
 from steplake.rewards.registry import RewardRegistry, default_registry
+from steplake.rewards.secrets import config_sha256, scrub, secret_values
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 
@@ -51,6 +56,18 @@ class FunctionSpec(BaseModel):
     @property
     def key(self) -> str:
         return self.component or self.name.rpartition(":")[2] or self.name
+
+    @property
+    def config_sha256(self) -> str:
+        """Hash of this configuration, secrets masked: which configuration produced a stored value."""
+        return config_sha256(self.name, self.key, self.version, self.params)
+
+    def secrets(self, ctx: RewardContext | None = None) -> set[str]:
+        """The secret values this function may see (its params, the server's judge key)."""
+        found = secret_values(self.params)
+        if ctx is not None and ctx.env.llm_api_key:
+            found.add(ctx.env.llm_api_key)
+        return found
 
 
 class ChannelRewards(BaseModel):
@@ -111,12 +128,15 @@ class ComponentResult:
     details: JSON = field(default_factory=dict)
     error: str | None = None
     duration_ms: float = 0.0
+    config_sha256: str | None = None
 
     def to_record(self, trajectory_id: str) -> JSON:
         details = dict(self.details)
         if self.error:
             details["error"] = self.error
         details.setdefault("function", self.function)
+        if self.config_sha256:
+            details.setdefault("config_sha256", self.config_sha256)
         return {
             "trajectory_id": trajectory_id,
             "name": self.component,
@@ -150,7 +170,8 @@ def combine_results(results: Sequence[ComponentResult]) -> float | None:
     return combine({r.component: r.value for r in results}, {r.component: r.weight for r in results})
 
 
-def _finish(spec: FunctionSpec, fn: RewardFunction, result: RewardResult, started: float) -> ComponentResult:
+def _finish(spec: FunctionSpec, fn: RewardFunction, result: RewardResult, started: float,
+            secrets: set[str]) -> ComponentResult:
     value = result.value
     error = result.error
     if value is not None and value != value:  # NaN is a failure, never a value
@@ -161,13 +182,15 @@ def _finish(spec: FunctionSpec, fn: RewardFunction, result: RewardResult, starte
         version=spec.version or fn.version,
         weight=spec.weight,
         value=None if error else value,
-        details={**result.details, "params": spec.params} if spec.params else dict(result.details),
-        error=error,
+        details=scrub(dict(result.details), secrets),
+        error=scrub(error, secrets),
         duration_ms=(time.perf_counter() - started) * 1000.0,
+        config_sha256=spec.config_sha256,
     )
 
 
-def _failed(spec: FunctionSpec, version: str, exc: BaseException, started: float) -> ComponentResult:
+def _failed(spec: FunctionSpec, version: str, exc: BaseException, started: float,
+            secrets: set[str]) -> ComponentResult:
     message = (
         f"timed out after {spec.timeout_s} s"
         if isinstance(exc, TimeoutError)
@@ -179,9 +202,10 @@ def _failed(spec: FunctionSpec, version: str, exc: BaseException, started: float
         version=version,
         weight=spec.weight,
         value=None,
-        details={"params": spec.params} if spec.params else {},
-        error=message,
+        details={},
+        error=scrub(message, secrets),
         duration_ms=(time.perf_counter() - started) * 1000.0,
+        config_sha256=spec.config_sha256,
     )
 
 
@@ -191,14 +215,15 @@ async def run_function(
     """Run one configured function; every exception (config, timeout, bug) becomes a recorded error."""
     started = time.perf_counter()
     version = spec.version or "?"
+    secrets = spec.secrets(ctx)
     try:
         fn = (registry or default_registry()).resolve(spec.name)
         version = spec.version or fn.version
         scoped = dataclasses.replace(ctx, params=spec.params)
         result = await asyncio.wait_for(fn.score(scoped), spec.timeout_s)
-        return _finish(spec, fn, result, started)
+        return _finish(spec, fn, result, started, secrets)
     except Exception as exc:
-        return _failed(spec, version, exc, started)
+        return _failed(spec, version, exc, started, secrets)
 
 
 async def score_trajectory(
@@ -217,10 +242,11 @@ async def _run_group_function(
     spec: FunctionSpec, ctxs: Sequence[RewardContext], registry: RewardRegistry | None
 ) -> list[ComponentResult]:
     started = time.perf_counter()
+    secrets = spec.secrets(ctxs[0] if ctxs else None)
     try:
         fn = (registry or default_registry()).resolve(spec.name)
     except RewardConfigError as exc:
-        return [_failed(spec, spec.version or "?", exc, started) for _ in ctxs]
+        return [_failed(spec, spec.version or "?", exc, started, secrets) for _ in ctxs]
     score_group = getattr(fn, "score_group", None)
     if not getattr(fn, "group_relative", False) or score_group is None:
         return list(await asyncio.gather(*(run_function(spec, c, registry) for c in ctxs)))
@@ -229,9 +255,9 @@ async def _run_group_function(
         results = await asyncio.wait_for(score_group(scoped), spec.timeout_s)
         if len(results) != len(ctxs):
             raise RuntimeError(f"score_group returned {len(results)} results for {len(ctxs)} trajectories")
-        return [_finish(spec, fn, r, started) for r in results]
+        return [_finish(spec, fn, r, started, secrets) for r in results]
     except Exception as exc:
-        return [_failed(spec, spec.version or fn.version, exc, started) for _ in ctxs]
+        return [_failed(spec, spec.version or fn.version, exc, started, secrets) for _ in ctxs]
 
 
 async def score_group(

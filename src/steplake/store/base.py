@@ -13,6 +13,8 @@ Contract (checked by tests/store/test_contract.py against every implementation):
   gets ``None`` or the exception once committed/failed.
 - Leasing in ``select_batch`` is atomic: a group is leased to at most one batch at a time.
 - Every state change appends an event (kind, data) readable with ``read_events`` in commit order.
+- ``claim_rewards`` hands each (trajectory, component, version) to one owner across every process on the
+  pool until it is settled done; a released or stale (``stale_after`` seconds) claim can be taken again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from .claims import ClaimKey
 
 Json = dict[str, Any]
 
@@ -119,6 +122,11 @@ class Store(Protocol):
     def rebind_key(self, key_id: str, binding: Json) -> bool: ...  # a session key follows its session
     def lookup_key(self, secret: str) -> KeyRecord | None: ...
     def has_keys(self) -> bool: ...  # an unrevoked key *not* bound to a session exists (keys are required)
+
+    # reward claims (steplake.store.claims): who scores (trajectory_id, component, version), once per pool
+    def claim_rewards(self, keys: Sequence[ClaimKey], owner: str, stale_after: float,
+                      now: float | None = None) -> list[ClaimKey]: ...
+    def settle_rewards(self, keys: Sequence[ClaimKey], owner: str, done: bool) -> None: ...
 
     # audit log (steplake.store.audit): entries from audit_entry(); pages newest first, cursor = last id
     def append_audit(self, entry: Json) -> Json: ...

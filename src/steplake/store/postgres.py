@@ -26,8 +26,11 @@ from psycopg_pool import ConnectionPool
 
 from ..errors import ConfigError, NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from . import claims
 from .audit import PgAudit
+from .availability import Backoff, StoreAvailability, is_unavailable
 from .base import AppendResult, BatchSelection, Json, KeyRecord
+from .claims import ClaimKey
 from .codec import dumps
 from .encode import backfill_text
 from .keys import check_binding
@@ -102,6 +105,7 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
         self._stop = threading.Event()
         self._policy_key = lock_key("steplake-policy", self.schema)
         self._channel = f"steplake_{self.schema}"
+        self.availability = StoreAvailability()  # outages seen by this process (store/availability.py)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -149,22 +153,64 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
             self.on_commit()
 
     def _listen(self) -> None:
-        """Wake this process when any server commits (NOTIFY is sent at the end of every write)."""
+        """Wake this process when any server commits (NOTIFY is sent at the end of every write). The
+        listener is also the outage detector: its connection is the first to see a server restart."""
+        backoff, lost = Backoff(first=0.2, cap=2.0), False
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f'LISTEN "{self._channel}"')
-                    while not self._stop.is_set():
-                        got = False
-                        for _ in conn.notifies(timeout=0.2, stop_after=1000):
-                            got = True
-                            break
-                        if got:
-                            self._committed()
-            except Exception as e:  # lost the connection: retry shortly; polling still wakes waiters
-                if not self._stop.is_set():
-                    log.warning("PostgreSQL listener: %s; reconnecting", e)
-                    self._stop.wait(1.0)
+                    backoff.reset()
+                    if lost:
+                        self._recovered()
+                    lost = False
+                    self._follow_notifies(conn)
+            except Exception as e:  # lost the connection: retry with backoff; polling still wakes waiters
+                if self._stop.is_set():
+                    break
+                lost = True
+                if self.availability.down(e):
+                    log.warning("PostgreSQL unreachable (%s); retrying", str(e).strip())
+                self._stop.wait(backoff.next())
+
+    def _follow_notifies(self, conn: psycopg.Connection[Any]) -> None:
+        last_probe = 0.0
+        while not self._stop.is_set():
+            got = False
+            for _ in conn.notifies(timeout=0.2, stop_after=1000):
+                got = True
+                break
+            if got:
+                self._committed()
+            if not self.availability.available and time.monotonic() - last_probe > 1.0:
+                last_probe = time.monotonic()  # a store call saw an outage the listener did not: probe
+                if self._probe_pool():
+                    self._recovered()
+
+    def _probe_pool(self, timeout: float = 2.0) -> bool:
+        pool = self._pool
+        if pool is None:
+            return False
+        try:
+            with pool.connection(timeout=timeout) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Exception as e:
+            if is_unavailable(e):
+                self.availability.down(e)
+            return False
+
+    def _recovered(self) -> None:
+        """The server answers again: drop pooled connections it closed, count the outage over, wake waiters."""
+        pool = self._pool
+        if pool is not None:
+            try:
+                pool.check()
+            except Exception as e:  # the next call will find out again
+                log.warning("PostgreSQL pool check after an outage failed: %s", e)
+        if self.availability.up():
+            log.warning("PostgreSQL answers again (outage of %s s)", self.availability.last_outage_seconds)
+        self._committed()
 
     def close(self) -> None:
         self._stop.set()
@@ -188,10 +234,19 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
     def ping(self) -> bool:
-        try:
-            return self._one("SELECT 1") is not None and self._committer is not None
-        except Exception:
+        """The database answers now (during an outage: a fresh connection, refused at once while down)."""
+        if self._pool is None or self._committer is None:
             return False
+        if self.availability.available:
+            return self._probe_pool()
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except Exception as e:
+            self.availability.down(e)
+            return False
+        self._recovered()
+        return True
 
     def _tx(self, fn: Callable[[Tx], Any], keys: Sequence[str] = ()) -> Any:
         """Run a write in its own transaction; ``keys``: trajectory / group ids it changes (locked first)."""
@@ -262,6 +317,14 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
     def add_reward(self, reward: RewardIn) -> Json:
         keys = self._traj_keys(reward.trajectory_id, reward.step_id)
         return self._tx(lambda tx: self._w_add_reward(tx, reward), keys)  # type: ignore[no-any-return]
+
+    def claim_rewards(self, keys: Sequence[ClaimKey], owner: str, stale_after: float,
+                      now: float | None = None) -> list[ClaimKey]:
+        t = time.time() if now is None else now
+        return self._tx(lambda tx: claims.claim(tx.q, "%s", keys, owner, stale_after, t))  # type: ignore[no-any-return]
+
+    def settle_rewards(self, keys: Sequence[ClaimKey], owner: str, done: bool) -> None:
+        self._tx(lambda tx: claims.settle(tx.q, "%s", keys, owner, done, time.time()))
 
     def curate(self, change: CurationIn) -> int:
         tids = list(change.trajectory_ids or [])

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
+from .availability import is_unavailable
 from .base import Json, KeyRecord, Page
 from .codec import bytes_to_floats, bytes_to_ids, loads
 from .filters import PG_DENSE_TEXT_SQL, like_pattern, parse_cursor, step_page_sql, traj_page_sql, traj_where
@@ -38,12 +39,18 @@ class PgReads:
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        from ..errors import StoreError
+        from ..errors import StoreError, StoreUnavailableError
 
         if self._pool is None:
             raise StoreError("store is not open")
-        with self._pool.connection() as conn:
-            yield conn
+        avail = getattr(self, "availability", None)  # during an outage, fail fast rather than queue for 30 s
+        try:
+            with self._pool.connection(timeout=None if avail is None or avail.available else 3.0) as conn:
+                yield conn
+        except psycopg.OperationalError as e:  # the server went away: a 503 the caller may retry
+            if not is_unavailable(e):
+                raise
+            raise StoreUnavailableError(f"database unavailable, retry shortly: {str(e).strip()}") from e
 
     def _all(self, sql: str, args: Any = ()) -> list[Any]:
         with self._conn() as conn:

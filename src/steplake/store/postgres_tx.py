@@ -24,7 +24,8 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerr
 
-from ..errors import ConflictError, SteplakeError, StoreError, ValidationError
+from ..errors import ConflictError, SteplakeError, StoreError, StoreUnavailableError, ValidationError
+from .availability import is_unavailable
 from .base import Json
 from .codec import dumps
 
@@ -116,6 +117,10 @@ def translate(e: BaseException) -> BaseException:
         return ConflictError(f"conflicts with a stored record: {e.diag.message_detail or e}", code="conflict")
     if isinstance(e, psycopg.DataError):
         return ValidationError(f"value not storable: {e}", code="invalid_value")
+    if is_unavailable(e):
+        err = StoreUnavailableError(f"database unavailable, retry shortly: {str(e).strip()}")
+        err.__cause__ = e
+        return err
     return StoreError(f"database error: {e}")
 
 

@@ -182,6 +182,7 @@ class PgWrites:
         tx.q("DELETE FROM rewards WHERE trajectory_id = %s OR step_id = ANY(%s)", (tid, sids))
         tx.q("DELETE FROM feedback WHERE trajectory_id = %s OR step_id = ANY(%s)", (tid, sids))
         tx.q("DELETE FROM step_text WHERE trajectory_id = %s", (tid,))
+        tx.q("DELETE FROM reward_claims WHERE trajectory_id = %s", (tid,))
         tx.q("DELETE FROM steps WHERE trajectory_id = %s", (tid,))
         tx.q("DELETE FROM trajectories WHERE trajectory_id = %s", (tid,))
         tx.q("UPDATE groups SET n_trajectories = n_trajectories - 1, n_complete = n_complete - %s,"

@@ -220,7 +220,7 @@ CREATE TABLE IF NOT EXISTS reward_claims (
 ) WITHOUT ROWID
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_AUDIT]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_AUDIT, SCHEMA_REWARD_CLAIMS]
 TEXT_INDEX_VERSION = 3  # a database migrated from below this version gets its steps' text indexed
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,8 +13,10 @@ from typing import Any
 
 from ..errors import NotFoundError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from . import claims
 from .audit import SqliteAudit
 from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
+from .claims import ClaimKey
 from .codec import bytes_to_floats, bytes_to_ids, dumps, loads
 from .encode import backfill_text, encode_steps
 from .filters import (
@@ -425,6 +427,14 @@ class SqliteStore(SqliteWrites, SqliteAudit):
     # -- rewards, curation, feedback ----------------------------------------------------------------------
     def add_reward(self, reward: RewardIn) -> Json:
         return self._write(lambda c: self._w_add_reward(c, reward))  # type: ignore[no-any-return]
+
+    def claim_rewards(self, keys: Sequence[ClaimKey], owner: str, stale_after: float,
+                      now: float | None = None) -> list[ClaimKey]:
+        t = time.time() if now is None else now
+        return self._write(lambda c: claims.claim(c.execute, "?", keys, owner, stale_after, t))  # type: ignore[no-any-return]
+
+    def settle_rewards(self, keys: Sequence[ClaimKey], owner: str, done: bool) -> None:
+        self._write(lambda c: claims.settle(c.execute, "?", keys, owner, done, time.time()))
 
     def list_rewards(self, trajectory_id: str | None = None, step_id: str | None = None) -> list[Json]:
         col, val = ("step_id", step_id) if step_id else ("trajectory_id", trajectory_id)
