@@ -5,7 +5,8 @@ unless one is given), the Pool, the gateway (when importable and enabled) and th
 starts the pool (which opens the store) and the gateway, and stops them in reverse order. ``app.state``
 holds ``settings``, ``store``, ``pool``, ``gateway`` (or None), ``auth`` and ``request_counts``.
 
-Middleware, outermost first: request counter (``/metrics``), keys and scopes, body limit.
+Middleware, outermost first: request counter (``/metrics``), cross-site request guard (``api.guard``), body
+idle timeout, keys and scopes, body limit. ``steplake serve`` also checks the Host header (``api.http_server``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from .api.audit import AuditMiddleware
 from .api.auth import Auth, AuthMiddleware
 from .api.common import install_openapi
 from .api.errors import install_error_handlers
-from .api.middleware import BodyLimitMiddleware, RequestCounter
+from .api.guard import RequestGuard
+from .api.hosts import is_loopback
+from .api.middleware import BodyLimitMiddleware, BodyTimeoutMiddleware, RequestCounter
 from .api.responses import JSONResponse
 from .config import Settings
 from .pool.pool import Pool
@@ -87,7 +90,7 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
     app = FastAPI(title="steplake", version=__version__, lifespan=lifespan, redoc_url=None,
                   default_response_class=JSONResponse,
                   description="Step-level data layer for agentic RL: gateway, data pool, batches.")
-    auth = Auth(store)
+    auth = Auth(store, loopback=is_loopback(settings.host))
     if gw is not None:
         gw.auth = auth
     counts: Counter[int] = Counter()
@@ -107,6 +110,8 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
     app.add_middleware(AuditMiddleware, store=store)  # inside auth: it reads the caller's Principal
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=auth)
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout)
+    app.add_middleware(RequestGuard, public_url=settings.public_url)
     app.add_middleware(RequestCounter, counts=counts)
     return app
 

@@ -163,15 +163,16 @@ def run_server(settings: Settings) -> None:
 
     import uvicorn
 
+    from .api.http_server import guarded_app, http_protocol
     from .app import create_app
 
     logging.basicConfig(level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, access_log=False, log_level=settings.log_level.lower(),
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+    config = uvicorn.Config(  # Host check, header deadline (api/http_server.py)
+        guarded_app(app, settings), host=settings.host, port=settings.port, access_log=False,
+        log_level=settings.log_level.lower(), loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http=http_protocol(settings),
         lifespan="on", timeout_graceful_shutdown=5,
     )
     pool = app.state.pool

@@ -43,6 +43,13 @@ class Settings(BaseModel):
     )
     rewards: dict[str, Any] = Field(default_factory=dict, description="Reward functions per channel.")
     log_level: str = Field("warning", description="Log level of the server.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers besides the ones it binds and announces (repeatable; "
+                    "'.example.com' matches subdomains, '*' any).",
+    )
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers.")
+    body_timeout: float = Field(30.0, gt=0, description="Seconds a request body may stay idle before a 408.")
 
     @property
     def server_url(self) -> str:

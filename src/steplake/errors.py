@@ -53,6 +53,27 @@ class PayloadTooLargeError(BadRequestError):
     code = "payload_too_large"
 
 
+class RequestTimeoutError(BadRequestError):
+    """The client sent its request body too slowly (408)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    """A JSON route got a ``text/plain``, form or multipart body (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MisdirectedRequestError(BadRequestError):
+    """The ``Host`` header names a host this server does not answer for (421, DNS rebinding)."""
+
+    status = 421
+    code = "unknown_host"
+
+
 class AuthenticationError(SteplakeError):
     status = 401
     type = "authentication_error"
@@ -129,8 +150,11 @@ ANTHROPIC_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     409: "invalid_request_error",
     413: "request_too_large",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
@@ -141,7 +165,8 @@ ANTHROPIC_TYPES = {
 }
 
 __all__ = [
-    "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "AuthenticationError",
+    "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "RequestTimeoutError",
+    "UnsupportedMediaTypeError", "MisdirectedRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
     "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "StoreUnavailableError", "ConfigError", "ANTHROPIC_TYPES",
 ]

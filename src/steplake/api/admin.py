@@ -103,7 +103,6 @@ async def create_key(request: Request) -> Response:
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
 async def revoke_key(request: Request, key_id: str) -> Response:
-    if not await asyncio.to_thread(pool_of(request).store.revoke_key, key_id):
+    if not await auth_of(request).revoke_key(key_id):  # 409 for the last admin key beyond loopback
         raise NotFoundError(f"key {key_id!r} not found", code="key_not_found")
-    auth_of(request).invalidate()
     return ok({"key_id": key_id, "revoked": True, "revoked_at": time.time()})

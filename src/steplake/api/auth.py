@@ -20,6 +20,11 @@ Missing, unknown or revoked key → 401; a scope that may not → 403. Key looku
 ``CACHE_SECONDS``: a key revoked outside this process (``steplake keys revoke``) stops working within that
 time; one revoked through the API stops at once.
 
+Once this process has seen a key (configured in the store), it keeps requiring keys until it stops, even when
+every key is revoked afterwards (through the API or ``steplake keys revoke``): revoking the last key locks the
+server instead of opening it. A server bound beyond loopback also refuses (409 ``last_admin_key``) to revoke its
+last admin key through the API (``Auth.revoke_key``).
+
 Keys bound to a session (``steplake.store.keys``: scope ``agent``, a ``binding`` naming a trajectory) do
 not count as configured keys: minting one keeps an open server open. Where keys are required they
 authenticate like any agent key and the ``Principal`` carries the binding; on an open server the gateway
@@ -37,7 +42,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import AuthenticationError, PermissionDeniedError, SteplakeError, StoreError
+from ..errors import AuthenticationError, ConflictError, PermissionDeniedError, SteplakeError, StoreError
 from ..store.base import KeyRecord, Store
 from .errors import error_response
 
@@ -99,8 +104,11 @@ class _Session:
 class Auth:
     """Key checks with a short cache, and the in-memory dashboard sessions (lost on restart)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, loopback: bool = True) -> None:
         self.store = store
+        self.loopback = loopback  # bound to loopback only: revoking the last admin key is allowed
+        self._keys_seen = False  # sticky: once keys were required, they stay required
+        self._revoke_lock = asyncio.Lock()
         self._has_keys: tuple[bool, float] | None = None
         self._lookups: dict[str, tuple[KeyRecord | None, float]] = {}
         self._active_ids: tuple[set[str], float] | None = None
@@ -113,11 +121,31 @@ class Auth:
         self._active_ids = None
 
     async def keys_required(self) -> bool:
+        """True once the store holds a key (bound session keys aside); then True until this process stops."""
+        if self._keys_seen:
+            return True
         now = time.monotonic()
         if self._has_keys is None or self._has_keys[1] < now:
             has = await asyncio.to_thread(self.store.has_keys)
             self._has_keys = (has, now + CACHE_SECONDS)
+        self._keys_seen = self._has_keys[0]
         return self._has_keys[0]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke ``key_id`` (False when unknown or revoked already). On a server bound beyond loopback the last
+        active admin key may not be revoked (``ConflictError``): nobody could administer the server then."""
+        async with self._revoke_lock:
+            if not self.loopback:
+                keys = await asyncio.to_thread(self.store.list_keys)
+                admins = {k.key_id for k in keys if k.scope == "admin" and k.revoked_at is None and k.binding is None}
+                if admins == {key_id}:
+                    raise ConflictError(
+                        f"refusing to revoke {key_id!r}, the last admin key of a server that listens beyond "
+                        "loopback; create another admin key first (POST /api/v1/keys, "
+                        "'steplake keys create --scope admin')", code="last_admin_key")
+            revoked = await asyncio.to_thread(self.store.revoke_key, key_id)
+        self.invalidate()
+        return revoked
 
     async def lookup(self, secret: str) -> KeyRecord | None:
         now = time.monotonic()
