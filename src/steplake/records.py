@@ -7,10 +7,12 @@ exported steps can be posted back, and ignored: the pool computes them.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,12 +25,76 @@ from pydantic import (
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
-ID_RE = re.compile(ID_PATTERN)
+INT64_MAX = 2**63 - 1
+MAX_STEP_INDEX = INT32_MAX - 1  # PostgreSQL keeps index + 1 (the next index) in an INTEGER
+MAX_JSON_DEPTH = 64  # nesting of any free JSON field (metadata, messages, details ...)
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"  # pydantic's (Rust) regex: ``$`` is the end of the text
+# Python's ``$`` also matches before a final newline: \A...\Z, so ``ID_RE.match`` accepts exactly what ID_PATTERN does
+ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}\Z")
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NUL_MESSAGE = "must not contain a NUL character (\\u0000)"
 
+
+def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH, allow_nul: bool = True) -> str | None:
+    """Why ``value`` (parsed JSON) cannot be stored, or None: objects and arrays nested deeper than
+    ``max_depth`` (``{}`` is depth 1), or, unless ``allow_nul``, a NUL character in a key or a string.
+    Iterative, so no depth can reach Python's (or orjson's) recursion limit."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, str):
+            if not allow_nul and "\x00" in obj:
+                return NUL_MESSAGE
+            continue
+        if isinstance(obj, dict):
+            if not allow_nul and any(isinstance(k, str) and "\x00" in k for k in obj):
+                return NUL_MESSAGE
+            items: Any = obj.values()
+        elif isinstance(obj, list | tuple):
+            items = obj
+        else:
+            continue
+        if depth > max_depth:
+            return f"nested deeper than {max_depth} levels of objects and arrays"
+        for v in items:
+            if isinstance(v, dict | list | tuple) or (not allow_nul and isinstance(v, str)):
+                stack.append((v, depth + 1))
+    return None
+
+
+def _bounded(value: Any) -> Any:
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _clean(value: Any) -> Any:
+    problem = json_problem(value, allow_nul=False)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(NUL_MESSAGE)
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
 Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX, strict=True)]
 RecordId = Annotated[str, Field(pattern=ID_PATTERN, description="1-128 chars: letters, digits, . _ : -")]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
+PolicyVersion = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Label = Annotated[str, Field(min_length=1, max_length=64), NoNul]  # quality, tags
+# free JSON: at most MAX_JSON_DEPTH deep; NUL is fine inside (stored as JSON text, escaped)
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
+JsonObjects = Annotated[list[dict[str, Any]], AfterValidator(_bounded)]
+AnyJson = Annotated[Any, AfterValidator(_bounded)]
+# metadata and bindings: also no NUL in any key or string (``agent`` and filters read them as text columns)
+Metadata = Annotated[dict[str, Any], AfterValidator(_clean)]
 
 Continuity = Literal["first", "clean", "realigned", "fork"]
 TokenSource = Literal["upstream", "tokenizer", "text"]
@@ -44,7 +110,8 @@ DEFAULT_CHANNEL = "train"
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and ±infinity (also as "NaN", "Infinity", "1e309" strings) are refused in every float field
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StepResponse(BaseModel):
@@ -62,29 +129,34 @@ class Step(_In):
     step_id: RecordId | None = None
     trajectory_id: RecordId
     group_id: RecordId | None = None
-    step_index: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
+    step_index: Annotated[int, Field(ge=0, le=MAX_STEP_INDEX)] | None = None
     channel: Name | None = None
     prompt_ids: list[StrictInt] = Field(default_factory=list)
     response_ids: list[StrictInt] = Field(default_factory=list)
     response_logprobs: list[float] | None = None
     token_source: TokenSource = "upstream"
-    messages: list[dict[str, Any]] | None = None
-    tools: list[dict[str, Any]] | None = None
+    messages: JsonObjects | None = None
+    tools: JsonObjects | None = None
     response: StepResponse | None = None
-    finish_reason: str | None = Field(default=None, max_length=64)
-    model: str | None = Field(default=None, max_length=256)
-    sampling: dict[str, Any] | None = None
-    usage: dict[str, Any] | None = None
+    finish_reason: Annotated[str, Field(max_length=64), NoNul] | None = None
+    model: Annotated[str, Field(max_length=256), NoNul] | None = None
+    sampling: JsonObject | None = None
+    usage: JsonObject | None = None
     latency_ms: float | None = Field(default=None, ge=0)
-    policy_version: Annotated[int, Field(ge=0)] | None = None
+    policy_version: PolicyVersion | None = None
     reward: float | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    provenance: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
+    provenance: JsonObject = Field(default_factory=dict)
     # server-set; accepted and ignored on input
     continuity: Continuity | None = None
     parent_step_id: str | None = None
     shared_prefix_len: int | None = None
     created_at: float | None = None
+
+    @field_validator("response", mode="before")
+    @classmethod
+    def _response_depth(cls, value: Any) -> Any:
+        return _bounded(value)
 
     @field_validator("prompt_ids", "response_ids")
     @classmethod
@@ -121,7 +193,7 @@ class TrajectoryIn(_In):
     group_id: RecordId | None = None
     group_size: Annotated[int, Field(ge=1, le=100_000)] | None = None
     channel: Name | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     session_key: StrictBool = Field(
         default=False, description="also mint an API key bound to this trajectory (answered once as api_key):"
         " gateway calls made with it land here without a path or headers")
@@ -131,12 +203,12 @@ class GroupIn(_In):
     n: Annotated[int, Field(ge=1, le=4096)]
     group_id: RecordId | None = None
     channel: Name | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class CompleteIn(_In):
     reward: float | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class RewardIn(_In):
@@ -144,8 +216,8 @@ class RewardIn(_In):
     step_id: RecordId | None = None
     name: Name
     value: float
-    version: Annotated[str, Field(max_length=64)] = "1"
-    details: dict[str, Any] | None = None
+    version: Annotated[str, Field(max_length=64), NoNul] = "1"
+    details: JsonObject | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> RewardIn:
@@ -158,23 +230,23 @@ class CurationFilter(_In):
     channel: Name | None = None
     group_id: RecordId | None = None
     status: TrajectoryStatus | None = None
-    quality: str | None = None
+    quality: Annotated[str, Field(max_length=1000), NoNul] | None = None
     trainable: bool | None = None
     min_reward: float | None = None
     max_reward: float | None = None
-    agent: str | None = None
+    agent: Annotated[str, Field(max_length=1000), NoNul] | None = None
 
 
 class CurationIn(_In):
     step_ids: list[RecordId] | None = Field(default=None, max_length=100_000)
     trajectory_ids: list[RecordId] | None = Field(default=None, max_length=100_000)
     filter: CurationFilter | None = None
-    quality: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    quality: Label | None = None
     trainable: bool | None = None
-    tags_add: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
-    tags_remove: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
-    note: Annotated[str, Field(max_length=10_000)] | None = None
-    reviewer: Annotated[str, Field(max_length=128)] | None = None
+    tags_add: list[Label] | None = None
+    tags_remove: list[Label] | None = None
+    note: Annotated[str, Field(max_length=10_000), NoNul] | None = None
+    reviewer: Annotated[str, Field(max_length=128), NoNul] | None = None
 
     @model_validator(mode="after")
     def _target_and_change(self) -> CurationIn:
@@ -189,9 +261,9 @@ class FeedbackIn(_In):
     step_id: RecordId | None = None
     trajectory_id: RecordId | None = None
     kind: FeedbackKind
-    value: Any = None
-    comment: Annotated[str, Field(max_length=10_000)] | None = None
-    author: Annotated[str, Field(max_length=128)] | None = None
+    value: AnyJson = None
+    comment: Annotated[str, Field(max_length=10_000), NoNul] | None = None
+    author: Annotated[str, Field(max_length=128), NoNul] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FeedbackIn:
@@ -200,8 +272,9 @@ class FeedbackIn(_In):
         v = self.value
         if self.kind == "thumbs" and v not in ("up", "down", 1, -1, True, False):
             raise ValueError("thumbs value must be 'up' or 'down' (or 1 / -1)")
-        if self.kind == "rating" and (isinstance(v, bool) or not isinstance(v, int | float)):
-            raise ValueError("rating value must be a number")
+        if self.kind == "rating" and (isinstance(v, bool) or not isinstance(v, int | float)
+                                      or not math.isfinite(v)):
+            raise ValueError("rating value must be a finite number")
         if self.kind == "preference" and not (
             isinstance(v, dict) and isinstance(v.get("chosen"), str) and isinstance(v.get("rejected"), str)
         ):
@@ -213,10 +286,10 @@ class FeedbackIn(_In):
 
 class BatchFilters(_In):
     trainable_only: bool = True
-    max_staleness: Annotated[int, Field(ge=0)] | None = None
+    max_staleness: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     reward_present: bool = True
-    quality_in: list[str] | None = None
-    quality_not_in: list[str] | None = None
+    quality_in: list[Annotated[str, Field(max_length=1000), NoNul]] | None = None
+    quality_not_in: list[Annotated[str, Field(max_length=1000), NoNul]] | None = None
     min_reward: float | None = None
     drop_zero_variance: bool = False
 
@@ -233,21 +306,22 @@ class BatchIn(_In):
 
 
 class PolicyIn(_In):
-    version: Annotated[int, Field(ge=0, le=INT32_MAX)]
-    weights_path: Annotated[str, Field(max_length=4096)] | None = None
-    note: Annotated[str, Field(max_length=10_000)] | None = None
+    version: PolicyVersion
+    weights_path: Annotated[str, Field(max_length=4096), NoNul] | None = None
+    note: Annotated[str, Field(max_length=10_000), NoNul] | None = None
 
 
 class KeyIn(_In):
     scope: Scope
-    name: Annotated[str, Field(max_length=128)] | None = None
+    name: Annotated[str, Field(max_length=128), NoNul] | None = None
     # a session key: {trajectory_id, group_id?, channel?, metadata?}, scope "agent" only (gateway rule 3)
-    binding: dict[str, Any] | None = None
+    binding: Metadata | None = None
 
 
 __all__ = [
     "Step", "StepsIn", "StepResponse", "TrajectoryIn", "GroupIn", "CompleteIn", "RewardIn", "CurationIn",
     "CurationFilter", "FeedbackIn", "BatchIn", "BatchFilters", "PolicyIn", "KeyIn", "Continuity",
     "TokenSource", "TrajectoryStatus", "GroupStatus", "Scope", "Recipe", "Layout", "INT32_MIN", "INT32_MAX",
-    "ID_RE", "REALIGN_TOLERANCE", "DEFAULT_CHANNEL",
+    "INT64_MAX", "MAX_STEP_INDEX", "MAX_JSON_DEPTH", "ID_RE", "NAME_RE", "NO_NUL_PATTERN", "REALIGN_TOLERANCE",
+    "DEFAULT_CHANNEL", "json_problem", "NoNul", "Label", "Metadata", "JsonObject", "PolicyVersion",
 ]

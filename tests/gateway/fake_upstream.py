@@ -6,7 +6,8 @@ stops. So re-sent history is an exact extension (continuity ``clean``), like a w
 
 Magic markers in the last message pick a behaviour: ``[[500]]``, ``[[429]]``, ``[[kill]]`` (stream half
 of the answer then drop the connection), ``[[slow]]`` (sleep 3 s), ``[[noids]]`` (no token ids),
-``[[badids]]`` (one id fewer than usage says), ``[[drip]]`` (0.2 s between streamed chunks).
+``[[badids]]`` (one id fewer than usage says), ``[[drip]]`` (0.2 s between streamed chunks). Names queued in
+``wrong_shape`` make the next chat calls answer valid JSON of the wrong shape (``misshape``).
 Run alone: ``python tests/gateway/fake_upstream.py --port 8123``.
 """
 
@@ -53,6 +54,8 @@ class FakeUpstream:
         self.reloaded: list[str] = []
         self.health_status = 200
         self.record = True
+        self.wrong_shape: list[str] = []  # queued: each chat call pops one and answers it (see misshape)
+        self._shape: str | None = None
         self.auth: str | None = None
         self.detokenize_calls = 0
 
@@ -139,6 +142,7 @@ class FakeUpstream:
         fault = await self._fault(marker)
         if fault is not None:
             return fault
+        self._shape = self.wrong_shape.pop(0) if self.wrong_shape else None
         prompt = render(msgs)
         n = body.get("n") or 1
         answers = [self._answer(body, i) for i in range(n)]
@@ -170,6 +174,7 @@ class FakeUpstream:
                                "kv_transfer_params": None}
         if with_ids:
             out["prompt_token_ids"] = prompt
+        misshape(out, self._shape)
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     async def _stream_chat(self, request: web.Request, body: dict[str, Any], prompt: list[int],
@@ -181,6 +186,7 @@ class FakeUpstream:
                 "model": body.get("model")}
 
         async def send(obj: dict[str, Any]) -> None:
+            misshape(obj, self._shape)
             await resp.write(b"data: " + orjson.dumps(obj) + b"\n\n")
         for i, ((text, calls, finish), tids) in enumerate(zip(answers, ids, strict=True)):
             parts = _stream_parts(text, calls, tids)
@@ -244,6 +250,20 @@ class FakeUpstream:
                                              "completion_tokens": sum(len(c.get("token_ids") or []) for c in choices),
                                              "total_tokens": 0}}
         return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+def misshape(obj: dict[str, Any], shape: str | None) -> None:
+    """Valid JSON of the wrong shape: ``message_str`` (a choice's message is a string), ``function_str`` (a tool
+    call's function is a string), ``delta_list`` (a streamed delta is a list)."""
+    for ch in obj.get("choices") or []:
+        part = ch.get("message") if "message" in ch else ch.get("delta")
+        if shape == "message_str" and "message" in ch:
+            ch["message"] = "not an object"
+        elif shape == "delta_list" and "delta" in ch:
+            ch["delta"] = [ch["delta"]]
+        elif shape == "function_str" and isinstance(part, dict):
+            for tc in part.get("tool_calls") or []:
+                tc["function"] = "calc(37*3)"
 
 
 def _stream_parts(text: str, calls: list[dict[str, Any]] | None, tids: list[int]) -> list[tuple[dict[str, Any], list[int]]]:

@@ -16,6 +16,7 @@ from ..errors import AuthenticationError, NotFoundError, PermissionDeniedError, 
 from ..records import KeyIn
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Auth, cookie_value
 from .common import documented_body, gateway_of, pool_of, settings_of
+from .params import PathId
 from .responses import JSONResponse, ok, read_model
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -102,7 +103,7 @@ async def create_key(request: Request) -> Response:
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
-async def revoke_key(request: Request, key_id: str) -> Response:
+async def revoke_key(request: Request, key_id: PathId) -> Response:
     if not await auth_of(request).revoke_key(key_id):  # 409 for the last admin key beyond loopback
         raise NotFoundError(f"key {key_id!r} not found", code="key_not_found")
     return ok({"key_id": key_id, "revoked": True, "revoked_at": time.time()})

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from ..errors import NotFoundError, SteplakeError, UpstreamError
 from ..records import BatchIn, PolicyIn
 from .common import documented_body, gateway_of, pool_of
+from .params import PathId
 from .responses import ok, read_model
 
 router = APIRouter(prefix="/api/v1", tags=["batches"])
@@ -24,12 +25,12 @@ async def post_batch(request: Request) -> Response:
 
 
 @router.post("/batches/{batch_id}/ack", summary="Mark a leased batch consumed")
-async def ack_batch(request: Request, batch_id: str) -> Response:
+async def ack_batch(request: Request, batch_id: PathId) -> Response:
     return ok(await pool_of(request).ack_batch(batch_id))
 
 
 @router.get("/batches/{batch_id}", summary="A recorded batch")
-async def get_batch(request: Request, batch_id: str) -> Response:
+async def get_batch(request: Request, batch_id: PathId) -> Response:
     b = await asyncio.to_thread(pool_of(request).store.get_batch, batch_id)
     if b is None:
         raise NotFoundError(f"batch {batch_id!r} not found", code="batch_not_found")

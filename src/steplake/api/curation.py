@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,7 +12,7 @@ from ..errors import BadRequestError
 from ..records import CurationIn, FeedbackIn, FeedbackKind, RewardIn
 from ..rewards.secrets import redact_reward
 from .common import documented_body, pool_of
-from .params import IdFilter, compact
+from .params import IdFilter, RequiredId, compact
 from .responses import ok, read_model
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
@@ -42,7 +41,7 @@ async def post_curation(request: Request) -> Response:
 
 @router.get("/curation/history", summary="Every curation change of a step or trajectory")
 async def curation_history(request: Request,
-                           target_id: Annotated[str, Query(min_length=1, max_length=128)]) -> Response:
+                           target_id: RequiredId) -> Response:
     items = await pool_of(request).curation_history(target_id)
     return ok({"items": items, "next_cursor": None})
 

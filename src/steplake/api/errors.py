@@ -9,6 +9,7 @@ wrong methods → 405.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,6 +93,30 @@ async def _pydantic_handler(request: Request, exc: Exception) -> Response:
     return error_response(request.url.path, _request_validation(list(errors)))
 
 
+def _unstorable(exc: Exception) -> SteplakeError | None:
+    """Bad values that got past validation and were refused by the database (a NUL in PostgreSQL text, an
+    integer beyond a column's range): the caller's fault, so a 422, never a 500 — on either backend."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.DataError):
+        from ..errors import ValidationError
+
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ValidationError(f"value not storable: {first}", code="invalid_value")
+    if isinstance(exc, OverflowError):
+        from ..errors import ValidationError
+
+        return ValidationError(f"a number is out of range: {exc}", code="invalid_value")
+    return None
+
+
+async def _unstorable_handler(request: Request, exc: Exception) -> Response:
+    err = _unstorable(exc)
+    if err is None:
+        return await _unexpected_handler(request, exc)
+    log.info("%s %s -> 422: %s", request.method, request.url.path, err.message)
+    return error_response(request.url.path, err)
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     err = SteplakeError(f"internal error ({type(exc).__name__}); see the server log")
@@ -103,6 +128,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _request_validation_handler)
     app.add_exception_handler(pydantic.ValidationError, _pydantic_handler)
+    app.add_exception_handler(OverflowError, _unstorable_handler)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency; a build without it has no PostgreSQL store either
+        return
+    app.add_exception_handler(psycopg.DataError, _unstorable_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
 
 

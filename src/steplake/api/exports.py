@@ -34,7 +34,7 @@ from ..batches.manifest import manifest_path_for
 from ..config import Settings
 from ..errors import ConflictError, NotFoundError, SteplakeError
 from ..exports import export_pool
-from ..records import Recipe
+from ..records import Metadata, NoNul, Recipe
 from ..store.filters import parse_cursor
 from .common import documented_body, pool_of, settings_of
 from .params import Cursor, Limit
@@ -54,10 +54,10 @@ class ExportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["jsonl", "parquet", "hf"]
-    channel: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    filters: dict[str, Any] | None = None
+    channel: Annotated[str, Field(min_length=1, max_length=128), NoNul] | None = None
+    filters: Metadata | None = None
     recipe: Recipe | None = None
-    batch_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    batch_id: Annotated[str, Field(min_length=1, max_length=128), NoNul] | None = None
     from_manifest: Name | None = None
     name: Name | None = None
     include_open: bool = False

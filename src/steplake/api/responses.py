@@ -80,6 +80,8 @@ def parse_json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if "number is infinity" in str(e):  # 1e309: well-formed JSON, but not a finite number
+            raise ValidationError(f"non-finite number refused: {e}", code="non_finite_number") from None
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from None
 
 

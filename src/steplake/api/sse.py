@@ -27,6 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from ..errors import AuthenticationError, ValidationError
 from ..rewards.secrets import redact_reward
 from .common import pool_of
+from .params import event_id
 from .responses import dumps
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -60,7 +61,7 @@ def _resume_point(header: str | None, query: int | None) -> int | None:
     if header is None or not header.strip():
         return None
     try:
-        value = int(header.strip())
+        value = event_id(header)  # 0 to 2^63-1, else 422
     except ValueError:
         raise ValidationError(f"Last-Event-ID must be an integer event id, got {header[:40]!r}") from None
     if value < 0:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ..records import Continuity, StepsIn
 from .common import documented_body, page_answer, pool_of
-from .params import DEFAULT_LIMIT, Cursor, IdFilter, Limit, NameFilter, Version, compact
+from .params import DEFAULT_LIMIT, Cursor, IdFilter, Limit, NameFilter, PathId, Version, compact
 from .responses import ok, read_model
 
 router = APIRouter(prefix="/api/v1", tags=["steps"])
@@ -36,5 +36,5 @@ async def list_steps(request: Request, trajectory_id: IdFilter = None, group_id:
 
 
 @router.get("/steps/{step_id}", summary="One step, with full token ids")
-async def get_step(request: Request, step_id: str) -> Response:
+async def get_step(request: Request, step_id: PathId) -> Response:
     return ok(await pool_of(request).get_step(step_id))

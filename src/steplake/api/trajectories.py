@@ -18,6 +18,7 @@ from .params import (
     Limit,
     NameFilter,
     Number,
+    PathId,
     Text,
     Version,
     compact,
@@ -65,13 +66,13 @@ async def list_trajectories(
 
 
 @router.get("/trajectories/{trajectory_id}", summary="One trajectory with its steps (full ids)")
-async def get_trajectory(request: Request, trajectory_id: str, steps: bool = True) -> Response:
+async def get_trajectory(request: Request, trajectory_id: PathId, steps: bool = True) -> Response:
     return ok(await pool_of(request).get_trajectory(trajectory_id, with_steps=steps))
 
 
 @router.post("/trajectories/{trajectory_id}/complete", openapi_extra=documented_body(CompleteIn, required=False),
              summary="Complete a trajectory, optionally with its outcome reward")
-async def complete_trajectory(request: Request, trajectory_id: str) -> Response:
+async def complete_trajectory(request: Request, trajectory_id: PathId) -> Response:
     raw = await request.body()
     body = await read_model(request, CompleteIn) if raw.strip() else CompleteIn()
     t = await pool_of(request).complete_trajectory(trajectory_id, body.reward, body.metadata)
@@ -79,7 +80,7 @@ async def complete_trajectory(request: Request, trajectory_id: str) -> Response:
 
 
 @router.delete("/trajectories/{trajectory_id}", summary="Delete a trajectory, its steps, curation and rewards")
-async def delete_trajectory(request: Request, trajectory_id: str) -> Response:
+async def delete_trajectory(request: Request, trajectory_id: PathId) -> Response:
     await pool_of(request).delete_trajectory(trajectory_id)
     return ok({"deleted": True, "trajectory_id": trajectory_id})
 
@@ -104,5 +105,5 @@ async def list_groups(request: Request, channel: NameFilter = None, status: Grou
 
 
 @router.get("/groups/{group_id}", summary="One group")
-async def get_group(request: Request, group_id: str) -> Response:
+async def get_group(request: Request, group_id: PathId) -> Response:
     return ok(await pool_of(request).get_group(group_id))

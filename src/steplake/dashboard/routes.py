@@ -10,6 +10,7 @@ open. The helpers under ``/api/v1/dashboard`` go through the API's key and scope
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from ..api.params import RequiredId
 from ..errors import NotFoundError, SteplakeError, ValidationError
-from ..records import CurationIn
+from ..records import INT32_MAX, CurationIn
 from ..store.base import Json
 from .queries import overview
 from .tokens import decoder_of
@@ -112,7 +114,7 @@ async def get_overview(
 
 
 @router.get("/api/v1/dashboard/tokens", summary="A step's tokens decoded one by one (token view)")
-async def get_tokens(request: Request, step_id: Annotated[str, Query(min_length=1, max_length=128)]) -> Response:
+async def get_tokens(request: Request, step_id: RequiredId) -> Response:
     """Ids, logprobs and each id's text (at most ``MAX_TOKENS`` per side), so the page never needs a step's
     full ids in its lists."""
     step = await request.app.state.pool.get_step(step_id)
@@ -159,11 +161,17 @@ def normalize_filters(raw: dict[str, Any]) -> Json:
                 out[k] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
             elif k in ("min_reward", "max_reward", "since", "until"):
                 out[k] = float(v)
+                if not math.isfinite(out[k]):
+                    raise ValueError
             elif k == "policy_version":
                 out[k] = int(v)
+                if not 0 <= out[k] <= INT32_MAX:
+                    raise ValueError
             else:
                 out[k] = str(v)[:1000]
-        except (TypeError, ValueError):
+                if "\x00" in out[k]:
+                    raise ValueError
+        except (TypeError, ValueError, OverflowError):
             raise ValidationError(f"invalid value for filter {k!r}", code="invalid_filter") from None
     return out
 

@@ -25,6 +25,7 @@ from .attribution import from_request
 from .capture import CallContext, sampling_of
 from .http import read_json, upstream_error_body
 from .openai import SSE_HEADERS, _chunk, upstream_body
+from .shape import check_answer
 from .tokens import AnswerAcc, ChoiceAcc
 from .validate import check_anthropic
 
@@ -68,7 +69,7 @@ class AnthropicHandlers:
                                          headers=SSE_HEADERS)
 
             async def post(up: Upstream) -> Json:
-                return await gw.client.post_json(up, "/chat/completions", _upstream_chat(chat, up, False))
+                return check_answer(await gw.client.post_json(up, "/chat/completions", _upstream_chat(chat, up, False)))
             up, data = await gw.upstreams.call(att.trajectory_id, post)
         except BaseException:
             gw.index.release(att.claimed_hash)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ import orjson
 from starlette.requests import Request
 
 from ..errors import BadRequestError
-from ..records import ID_RE
+from ..records import ID_RE, NAME_RE, json_problem
 
 Json = dict[str, Any]
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 MAX_LOOKUPS = 4  # assistant-ending prefixes tried per request, longest first
 
 
@@ -218,7 +216,7 @@ def from_request(request: Request) -> Attribution:
                       group_id=_id(gid, "group id") if gid else None)
     ch = h.get("x-steplake-channel")
     if ch is not None:
-        if not _NAME_RE.match(ch):
+        if not NAME_RE.match(ch):
             raise BadRequestError(f"X-Steplake-Channel {ch!r} is not a valid channel name", code="invalid_channel")
         att.channel = ch
     size = h.get("x-steplake-group-size")
@@ -235,6 +233,9 @@ def from_request(request: Request) -> Attribution:
             raise BadRequestError("X-Steplake-Metadata must be a JSON object", code="invalid_metadata") from None
         if not isinstance(data, dict):
             raise BadRequestError("X-Steplake-Metadata must be a JSON object", code="invalid_metadata")
+        problem = json_problem(data, allow_nul=False)  # what the trajectory can store, on every backend
+        if problem:
+            raise BadRequestError(f"X-Steplake-Metadata: {problem}", code="invalid_metadata")
         att.metadata = data
     if not tid:
         _key_of(request, att)

@@ -16,8 +16,9 @@ from ..upstreams.openai_compat import ask_for_ids_chat, ask_for_ids_completion, 
 from .attribution import from_request
 from .capture import CallContext, sampling_of
 from .http import read_json, upstream_error_body
+from .shape import check_answer
 from .tokens import AnswerAcc, Wants, strip_answer
-from .validate import check_chat, check_completion
+from .validate import check_chat, check_choice_ids, check_completion
 
 if TYPE_CHECKING:
     from .core import Gateway
@@ -95,6 +96,7 @@ class OpenAIHandlers:
         gw = self.gw
         kind = "text" if completions else "message"
         try:
+            check_choice_ids(ctx.att.trajectory_id, body.get("n"))
             if ctx.stream:
                 async def open_stream(up: Upstream) -> aiohttp.ClientResponse:
                     return await gw.client.open_stream(up, path, upstream_body(body, up, True, completions))
@@ -103,7 +105,7 @@ class OpenAIHandlers:
                 return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
 
             async def post(up: Upstream) -> Json:
-                return await gw.client.post_json(up, path, upstream_body(body, up, False, completions))
+                return check_answer(await gw.client.post_json(up, path, upstream_body(body, up, False, completions)))
             up, data = await gw.upstreams.call(ctx.att.trajectory_id, post)
         except BaseException:
             gw.index.release(ctx.att.claimed_hash)
@@ -164,7 +166,7 @@ def _chunk(payload: bytes) -> Json:
     if err is not None and not chunk.get("choices"):
         msg = err.get("message") if isinstance(err, dict) else str(err)
         raise UpstreamFailure(502, f"upstream failed mid-stream: {msg}", body=None)
-    return chunk
+    return check_answer(chunk)
 
 
 def _prompt_from_request(ans: AnswerAcc, body: Json) -> None:

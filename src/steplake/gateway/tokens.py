@@ -3,14 +3,19 @@ stripping what the gateway asked for but the agent did not."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..records import INT32_MAX, INT32_MIN
 
 Json = dict[str, Any]
 
 
 def _ints(v: Any) -> list[int] | None:
-    if isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+    """Token ids as reported, or None (not reported) unless every one is an int32, as a Step stores them."""
+    if isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v) and (
+            not v or (min(v) >= INT32_MIN and max(v) <= INT32_MAX)):
         return v
     return None
 
@@ -95,7 +100,7 @@ class ChoiceAcc:
 
     def _add_logprob(self, value: Any, tid: Any) -> None:
         self.logprob_entries += 1
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             self.logprobs_broken = True
             return
         self.logprobs = (self.logprobs or []) + [float(value)]

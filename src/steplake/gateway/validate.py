@@ -7,9 +7,11 @@ import binascii
 from typing import Any
 
 from ..errors import BadRequestError
+from ..records import ID_RE, MAX_JSON_DEPTH, NAME_RE, json_problem
 
 Json = dict[str, Any]
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+MAX_MODEL = 256  # Step.model
 
 
 def _bad(msg: str, param: str | None = None) -> BadRequestError:
@@ -25,7 +27,48 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def check_depth(body: Json) -> None:
+    """Objects and arrays nested at most MAX_JSON_DEPTH deep: what a step can store (and orjson can write)."""
+    problem = json_problem(body, max_depth=MAX_JSON_DEPTH)
+    if problem:
+        raise _bad(f"request body is {problem}")
+
+
+def check_model(model: Any, required: bool = False) -> None:
+    """A model name the step can record: a string of at most 256 characters, no NUL."""
+    if model is None and not required:
+        return
+    if not isinstance(model, str):
+        raise _bad("'model' is required and must be a string" if required else "'model' must be a string", "model")
+    if "\x00" in model or len(model) > MAX_MODEL:
+        raise _bad(f"'model' must not contain a NUL character (\\u0000) nor be longer than {MAX_MODEL} characters",
+                   "model")
+
+
+def check_metadata(meta: Any, what: str) -> None:
+    """Metadata a trajectory can store: an object at most MAX_JSON_DEPTH deep with no NUL in keys or strings."""
+    if not isinstance(meta, dict):
+        raise _bad(f"{what} must be a JSON object", "metadata")
+    problem = json_problem(meta, allow_nul=False)
+    if problem:
+        raise _bad(f"{what}: {problem}", "metadata")
+
+
+def check_channel(channel: Any, what: str = "'channel'") -> None:
+    if channel is not None and (not isinstance(channel, str) or not NAME_RE.match(channel)):
+        raise _bad(f"{what} {channel!r} is not a valid channel name (1-64 chars: letters, digits, . _ : -)",
+                   "channel")
+
+
+def check_choice_ids(trajectory_id: str, n: Any) -> None:
+    """Choice i > 0 of a call is recorded in trajectory ``{id}-{i}``, which must be a valid id too."""
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1 and not ID_RE.match(f"{trajectory_id}-{n - 1}"):
+        raise _bad(f"n={n}: choice {n - 1} would be recorded in trajectory '{trajectory_id}-{n - 1}', longer "
+                   "than the 128 characters an id may have; use a shorter trajectory id", "n")
+
+
 def check_common(body: Json) -> None:
+    check_depth(body)
     for k in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "min_p", "repetition_penalty"):
         if body.get(k) is not None and not _is_num(body[k]):
             raise _bad(f"'{k}' must be a number", k)
@@ -39,8 +82,7 @@ def check_common(body: Json) -> None:
         raise _bad("'n' must be at most 128", "n")
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise _bad("'stream' must be a boolean", "stream")
-    if body.get("model") is not None and not isinstance(body["model"], str):
-        raise _bad("'model' must be a string", "model")
+    check_model(body.get("model"))
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
@@ -115,8 +157,8 @@ THINKING_TYPES = ("enabled", "disabled", "adaptive")
 
 
 def check_anthropic(body: Json) -> None:
-    if not isinstance(body.get("model"), str):
-        raise _bad("'model' is required and must be a string", "model")
+    check_depth(body)
+    check_model(body.get("model"), required=True)
     if not _is_int(body.get("max_tokens")) or body["max_tokens"] < 1:
         raise _bad("'max_tokens' is required and must be a positive integer", "max_tokens")
     msgs = body.get("messages")
@@ -262,4 +304,5 @@ def _check_document(b: Json, where: str) -> None:
                    "not supported by this gateway)", "messages")
 
 
-__all__ = ["check_chat", "check_completion", "check_anthropic", "check_message", "CHAT_ROLES"]
+__all__ = ["check_chat", "check_completion", "check_anthropic", "check_message", "check_depth", "check_model",
+           "check_metadata", "check_channel", "check_choice_ids", "CHAT_ROLES"]

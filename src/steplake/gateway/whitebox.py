@@ -20,8 +20,9 @@ from .attribution import Attribution
 from .capture import CallContext, sampling_of
 from .http import json_response, read_json
 from .openai import upstream_body
+from .shape import check_answer
 from .tokens import AnswerAcc
-from .validate import check_common
+from .validate import check_channel, check_common, check_depth, check_metadata, check_model
 
 if TYPE_CHECKING:
     from .core import Gateway
@@ -47,8 +48,11 @@ def check_generate(body: Json) -> None:
         v = body.get(k)
         if v is not None and (not isinstance(v, str) or not ID_RE.match(v)):
             raise BadRequestError(f"'{k}' must be a valid id")
-    if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
-        raise BadRequestError("'metadata' must be an object")
+    check_depth(body)
+    check_model(body.get("model"))
+    check_channel(body.get("channel"))
+    if body.get("metadata") is not None:
+        check_metadata(body["metadata"], "'metadata'")
 
 
 class WhiteboxHandlers:
@@ -66,7 +70,8 @@ class WhiteboxHandlers:
         tid = body.get("trajectory_id")
 
         async def post(up: Upstream) -> Json:
-            return await gw.client.post_json(up, "/completions", upstream_body(req, up, False, completions=True))
+            return check_answer(await gw.client.post_json(up, "/completions",
+                                                          upstream_body(req, up, False, completions=True)))
         up, data = await gw.upstreams.call(tid, post)
         ans = AnswerAcc()
         ans.add(data, "text")

@@ -59,7 +59,15 @@ def bytes_to_floats(b: bytes | memoryview | None) -> list[float] | None:
 
 
 def dumps(obj: object) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as e:
+        if "Recursion limit" not in str(e):
+            raise
+        # records are bounded at MAX_JSON_DEPTH when validated; this guards what reaches a store otherwise
+        from ..errors import ValidationError
+
+        raise ValidationError("JSON nested too deeply to store (the limit is 64 levels)", code="too_deep") from None
 
 
 def loads(b: bytes | str | memoryview | None) -> object:

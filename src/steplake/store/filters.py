@@ -33,10 +33,15 @@ PG_DENSE_TEXT_SQL = ("EXISTS (SELECT 1 FROM step_text x WHERE x.trajectory_id = 
 
 
 def parse_cursor(c: str) -> int:
+    """A list cursor: a row sequence number, 0 to 2^63-1 (a BIGINT / SQLite INTEGER); anything else is a 422."""
     try:
-        return int(c)
+        n = int(c)
     except ValueError:
-        raise ValidationError(f"invalid cursor {c!r}", code="invalid_cursor") from None
+        n = -1
+    if not 0 <= n <= 2**63 - 1:
+        raise ValidationError(f"invalid cursor {c[:40]!r}: use the next_cursor of the previous page",
+                              code="invalid_cursor")
+    return n
 
 
 def _equal(filters: Json, cols: tuple[str, ...], ph: str) -> tuple[list[str], list[Any]]:
