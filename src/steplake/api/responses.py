@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import BadRequestError, ValidationError
+from ..records import NO_NUL_PATTERN, NUL_MESSAGE
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,6 +60,8 @@ def describe_errors(errors: list[Any], *, limit: int = 5) -> tuple[str, list[dic
     for e in errors:
         loc = format_loc(tuple(e.get("loc", ())))
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+        if NO_NUL_PATTERN in msg:  # ids and filters in the path or query: say why, not the pattern
+            msg = NUL_MESSAGE
         if len(parts) < limit:
             parts.append(f"{loc or 'body'}: {msg}")
         if len(details) < 20:
