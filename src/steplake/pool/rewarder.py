@@ -220,14 +220,14 @@ class Rewarder:
                      held: set[ClaimKey] | None) -> list[Json]:
         out: list[Json] = []
         done: list[ClaimKey] = []
-        failed: list[ClaimKey] = []
+        released: list[ClaimKey] = []
         for res in results:
             key = (tid, res.component, res.version)
             if held is not None and key not in held:
                 continue
-            if res.value is None:
+            if res.value is None:  # failed or abstained (e.g. no feedback yet): a later catch-up asks again
                 self.failed += res.error is not None
-                (failed if res.error else done).append(key)
+                released.append(key)
                 if res.error:
                     log.warning("reward %s on %s failed: %s", res.component, tid, res.error)
                 continue
@@ -236,8 +236,8 @@ class Rewarder:
             out.append(await self.pool.add_reward(RewardIn(**rec)))
             done.append(key)
             self.scored += 1
-        if held is not None:  # failures are released: a later catch-up retries them
-            for keys, ok in ((done, True), (failed, False)):
+        if held is not None:  # stored: never again; no value: released
+            for keys, ok in ((done, True), (released, False)):
                 if keys:
                     await self.pool._run(self.pool.store.settle_rewards, keys, self.owner, ok)
         return out

@@ -2,8 +2,8 @@
 
 Before a background reward run, a server claims ``(trajectory_id, component, version)`` in the
 ``reward_claims`` table: the ``INSERT ... ON CONFLICT DO NOTHING`` that inserts the row decides who scores.
-A finished run marks its claims done (never taken again); a run that failed releases them (a later
-catch-up retries). A claim that is neither done nor released within ``stale_after`` seconds (its server
+A run that stored a value marks its claim done (never taken again); one that failed or abstained releases
+it (a later catch-up asks again). A claim that is neither done nor released within ``stale_after`` seconds (its server
 died mid-run) may be taken over; a server may also take back its own unfinished claims (it was cut off by
 a database outage). Both stores run the same statements (``?`` placeholders, ``%s`` on PostgreSQL).
 """
