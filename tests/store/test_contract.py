@@ -313,6 +313,11 @@ def test_reward_claims_one_owner_per_function_version(store: Any) -> None:
     assert store.claim_rewards(keys, "B", 60.0, now=time.time() + 3600) == []  # done stays done
     store.delete_trajectory("rc")
     assert store.claim_rewards(keys, "B", 60.0) == keys  # deleted with its trajectory
+    # a value stored already (its scorer stopped before settling, or an explicit run) is never claimed again
+    store.create_trajectory("rc", None, None, None, {})
+    store.add_reward(RewardIn(trajectory_id="rc", name="rm", value=0.5, version="2"))
+    assert store.claim_rewards(keys, "B", 60.0) == [keys[0]]
+    assert store.claim_rewards([("rc", "rm", "2")], "C", 60.0, now=time.time() + 3600) == []
 
 
 def test_reward_claims_race(store: Any) -> None:
