@@ -34,19 +34,19 @@ ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}\Z")
 NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
 NO_NUL_PATTERN = r"^[^\x00]*$"
 NUL_MESSAGE = "must not contain a NUL character (\\u0000)"
+_CONTAINERS = frozenset((dict, list, tuple))
 
 
 def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH, allow_nul: bool = True) -> str | None:
     """Why ``value`` (parsed JSON) cannot be stored, or None: objects and arrays nested deeper than
     ``max_depth`` (``{}`` is depth 1), or, unless ``allow_nul``, a NUL character in a key or a string.
-    Iterative, so no depth can reach Python's (or orjson's) recursion limit."""
+    Iterative, so no depth can reach Python's (or orjson's) recursion limit; a container's members are
+    typed in one C-level pass, so a long array of numbers (token ids) costs next to nothing."""
+    if isinstance(value, str):
+        return NUL_MESSAGE if not allow_nul and "\x00" in value else None
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         obj, depth = stack.pop()
-        if isinstance(obj, str):
-            if not allow_nul and "\x00" in obj:
-                return NUL_MESSAGE
-            continue
         if isinstance(obj, dict):
             if not allow_nul and any(isinstance(k, str) and "\x00" in k for k in obj):
                 return NUL_MESSAGE
@@ -55,11 +55,14 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH, allow_nul: bool
             items = obj
         else:
             continue
-        if depth > max_depth:
+        kinds = set(map(type, items))
+        if not allow_nul and str in kinds and any(type(v) is str and "\x00" in v for v in items):
+            return NUL_MESSAGE
+        if kinds.isdisjoint(_CONTAINERS):
+            continue
+        if depth >= max_depth:
             return f"nested deeper than {max_depth} levels of objects and arrays"
-        for v in items:
-            if isinstance(v, dict | list | tuple) or (not allow_nul and isinstance(v, str)):
-                stack.append((v, depth + 1))
+        stack.extend((v, depth + 1) for v in items if type(v) in _CONTAINERS)
     return None
 
 

@@ -254,7 +254,10 @@ class FakeUpstream:
 
 def misshape(obj: dict[str, Any], shape: str | None) -> None:
     """Valid JSON of the wrong shape: ``message_str`` (a choice's message is a string), ``function_str`` (a tool
-    call's function is a string), ``delta_list`` (a streamed delta is a list)."""
+    call's function is a string), ``delta_list`` (a streamed delta is a list), ``usage_deep`` (``usage`` nested
+    100 levels: more than a step can store)."""
+    if shape == "usage_deep" and "usage" in obj:
+        obj["usage"] = {"deep": orjson.loads(b"[" * 100 + b"]" * 100)}
     for ch in obj.get("choices") or []:
         part = ch.get("message") if "message" in ch else ch.get("delta")
         if shape == "message_str" and "message" in ch:

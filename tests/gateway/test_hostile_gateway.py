@@ -146,7 +146,7 @@ def sse_payloads(text: str) -> list[Any]:
 
 @pytest.mark.parametrize(("shape", "stream", "tools"), [
     ("message_str", False, False), ("function_str", False, True), ("function_str", True, True),
-    ("delta_list", True, False)])
+    ("delta_list", True, False), ("usage_deep", False, False)])
 async def test_answers_of_the_wrong_shape_are_502_and_release_the_claim(
         harness: Harness, fake_up: FakeUpstreamThread, shape: str, stream: bool, tools: bool) -> None:
     """12.10: valid JSON of the wrong shape → 502 (or the stream's error event), not a 500 or a cut stream;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..records import MAX_JSON_DEPTH, json_problem
 from ..upstreams.base import UpstreamFailure
 
 Json = dict[str, Any]
@@ -37,8 +38,16 @@ def _text(value: Any, where: str, limit: int) -> None:
         raise _Shape(f"{where} holds a NUL character or is longer than {limit} characters")
 
 
+def _storable(value: Any, where: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """What a step stores of the answer (usage; tool calls, inside ``response``) nests within the limit."""
+    problem = json_problem(value, max_depth=max_depth)
+    if problem:
+        raise _Shape(f"{where} is {problem}")
+
+
 def _tool_calls(calls: Any, where: str, streamed: bool) -> None:
     _is(calls, (list,), where, "an array")
+    _storable(calls, where, MAX_JSON_DEPTH - 1)
     for i, tc in enumerate(calls or []):
         at = f"{where}[{i}]"
         _is(tc, (dict,), at, "an object")
@@ -96,6 +105,7 @@ def check_answer(data: Json) -> Json:
         for i, ch in enumerate(choices or []):
             _choice(ch, f"choices[{i}]")
         _is(data.get("usage"), (dict,), "usage", "an object")
+        _storable(data.get("usage"), "usage")
         _text(data.get("model"), "model", MAX_MODEL)
     except _Shape as e:
         raise UpstreamFailure(502, f"upstream answered JSON of the wrong shape: {e}") from None
