@@ -13,7 +13,7 @@ import pytest
 from steplake.app import create_app
 from steplake.config import Settings
 from tests.api.helpers import step
-from tests.api.servers import asgi_client
+from tests.api.servers import asgi_client, make_app
 from tests.conftest import BACKENDS, make_store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -319,6 +319,8 @@ NUL_CASES: list[tuple[str, str, Any]] = [
     ("POST", "/api/v1/curation", {"filter": {"quality": "\u0000"}, "quality": "good"}),
     ("POST", "/api/v1/dashboard/curate", {"filters": {"agent": "a\u0000"}, "quality": "good"}),
     ("POST", "/api/v1/batches", {"filters": {"quality_in": ["\u0000"]}, "dry_run": True}),
+    ("POST", "/api/v1/rewards/run", {"trajectory_ids": ["a\u0000"]}),
+    ("POST", "/api/v1/rewards/run", {"filter": {"agent": "a\u0000"}}),
 ]
 
 
@@ -333,6 +335,28 @@ async def test_nul_in_ids_names_and_filters_is_422_on_every_backend(any_client: 
         assert error_of(r)["type"] == "invalid_request_error"
         assert (await c.get("/api/v1/trajectories/ok")).status_code == 200  # the server is fine afterwards
     assert await snapshot(c) == before
+
+
+async def test_values_a_database_refuses_are_422_not_500(tmp_path: Path) -> None:
+    """15.4: whatever gets past validation and is refused by the database (psycopg's DataError: a NUL in text,
+    a number beyond a column) or by SQLite's driver (OverflowError) is answered 422 in the caller's shape."""
+    import psycopg
+
+    app = make_app(tmp_path)
+
+    async def refused_by_postgres() -> None:
+        raise psycopg.errors.UntranslatableCharacter("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    async def refused_by_sqlite() -> None:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    app.add_api_route("/api/v1/test-pg-refusal", refused_by_postgres)
+    app.add_api_route("/v1/messages/test-sqlite-refusal", refused_by_sqlite)
+    async with asgi_client(app) as c:
+        r = await c.get("/api/v1/test-pg-refusal")
+        assert r.status_code == 422 and error_of(r)["code"] == "invalid_value" and "NUL" in error_of(r)["message"]
+        r = await c.get("/v1/messages/test-sqlite-refusal")
+        assert r.status_code == 422 and r.json()["type"] == "error", r.text
 
 
 async def test_one_acceptance_rule_for_both_backends(any_client: httpx.AsyncClient) -> None:

@@ -17,12 +17,13 @@ from starlette.responses import Response
 
 from ..errors import BadRequestError
 from ..exports import LOCAL_FILTERS, normalize_filters
+from ..records import Metadata, NoNul
 from .common import documented_body, pool_of
 from .responses import ok, read_model
 
 router = APIRouter(prefix="/api/v1", tags=["curation"])
 MAX_TRAJECTORIES = 10_000
-Id = Annotated[str, Field(min_length=1, max_length=128)]
+Id = Annotated[str, Field(min_length=1, max_length=128), NoNul]
 
 
 class RewardsRunIn(BaseModel):
@@ -32,8 +33,8 @@ class RewardsRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trajectory_ids: Annotated[list[Id], Field(max_length=MAX_TRAJECTORIES)] | None = None
-    filter: dict[str, Any] | None = None
-    version: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    filter: Metadata | None = None
+    version: Annotated[str, Field(min_length=1, max_length=64), NoNul] | None = None
 
 
 def _matching(store: Any, raw: dict[str, Any]) -> list[str]:
