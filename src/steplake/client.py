@@ -38,7 +38,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 _BY_STATUS: dict[int, type[E.SteplakeError]] = {
     400: E.BadRequestError, 401: E.AuthenticationError, 403: E.PermissionDeniedError, 404: E.NotFoundError,
     409: E.ConflictError, 413: E.PayloadTooLargeError, 422: E.ValidationError, 429: E.RateLimitError,
-    502: E.UpstreamError, 503: E.ServiceUnavailableError, 504: E.UpstreamTimeoutError,
+    502: E.UpstreamError, 503: E.ServiceUnavailableError, 504: E.UpstreamTimeoutError, 507: E.StorageFullError,
+}
+_BY_CODE: dict[str, type[E.SteplakeError]] = {
+    "policy_reload_failed": E.PolicyReloadError, "capture_failed": E.CaptureFailedError,
 }
 
 
@@ -54,7 +57,7 @@ def error_from_response(status: int, body: bytes) -> E.SteplakeError:
     except orjson.JSONDecodeError:
         text = body.decode("utf-8", "replace").strip()
         message = f"HTTP {status}: {text[:500]}" if text else message
-    cls = _BY_STATUS.get(status, E.SteplakeError)
+    cls = _BY_CODE.get(str(code), _BY_STATUS.get(status, E.SteplakeError))
     if status == 503 and etype == "store_error":
         cls = E.StoreError
     exc = cls(message, code=code, details=details)
@@ -71,6 +74,19 @@ def _step_json(step: Any) -> Any:
     if isinstance(step, BaseModel):
         return step.model_dump(exclude_none=True)
     return step
+
+
+def _check_reloads(answer: Any) -> Any:
+    """A publish answered 2xx must not hide a failed reload (a server predating the rule answered 200)."""
+    gateway = answer.get("gateway") if isinstance(answer, dict) else None
+    ups = gateway.get("upstreams") if isinstance(gateway, dict) else None
+    failed = [u for u in ups or [] if isinstance(u, dict) and u.get("reloadable") is not False
+              and u.get("kind") in ("steplake", "sglang") and answer.get("weights_path") and not u.get("reloaded")]
+    if failed:
+        raise E.PolicyReloadError(f"policy version {answer.get('version')}: reloading failed on "
+                                  + ", ".join(f"{u.get('url')}: {u.get('detail')}" for u in failed),
+                                  details={"upstreams": ups})
+    return answer
 
 
 def _tensorize(answer: Json, tensors: str | None, layout: str, options: dict[str, Any] | None) -> Json:
@@ -187,8 +203,12 @@ class _Endpoints(Generic[R]):
         return self._call("GET", f"{API}/batches/{batch_id}", none_on_404=True)
 
     def publish_policy(self, version: int, weights_path: str | None = None, note: str | None = None) -> R:
+        """Record a policy version; with ``weights_path`` the server first reloads every reloadable upstream
+        and records only if all succeeded. Raises on any error: ``ConflictError`` (409) for a version not
+        above the current one, ``ValidationError`` (422) for a path outside the server's ``--weights-root``,
+        ``PolicyReloadError`` (502, ``details["upstreams"]``) when a reload failed and nothing was recorded."""
         body = _clean({"version": version, "weights_path": weights_path, "note": note})
-        return self._call("POST", f"{API}/policy", body=body)
+        return self._call("POST", f"{API}/policy", body=body, after=_check_reloads)
 
     def get_policy(self) -> R:
         return self._call("GET", f"{API}/policy")

@@ -33,6 +33,8 @@ class Settings(BaseModel):
     public_url: str | None = Field(None, description="Base URL announced in base_url fields.")
     idle_timeout: float = Field(300.0, description="Seconds before an idle open trajectory is closed.")
     capture_sync: bool = Field(False, description="Gateway answers only after its capture is committed.")
+    weights_root: str | None = Field(
+        None, description="Folder a policy's weights_path must lie in (unset: any weights_path is refused).")
     commit_window_ms: float = Field(0.0, description="Extra wait (ms) of the SQLite writer to gather a larger commit group.")
     max_body_mb: float = Field(32.0, description="Largest accepted request body (MiB).")
     upstream_timeout: float = Field(600.0, description="Seconds to wait for an upstream answer.")

@@ -137,6 +137,25 @@ class StoreUnavailableError(StoreError):
     code = "store_unavailable"
 
 
+class StorageFullError(StoreError):
+    """The database's disk (or quota) is full: writes fail until space returns (507)."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
+class CaptureFailedError(ServiceUnavailableError):
+    """``--capture-sync``: the call was answered by the upstream but could not be recorded (503)."""
+
+    code = "capture_failed"
+
+
+class PolicyReloadError(UpstreamError):
+    """``POST /policy`` with ``weights_path``: an upstream failed to load the weights; nothing was recorded."""
+
+    code = "policy_reload_failed"
+
+
 class ConfigError(SteplakeError):
     """Bad settings or CLI usage; the CLI exits with status 2."""
 
@@ -161,6 +180,7 @@ ANTHROPIC_TYPES = {
     502: "api_error",
     503: "overloaded_error",
     504: "api_error",
+    507: "api_error",
     529: "overloaded_error",
 }
 
@@ -168,5 +188,6 @@ __all__ = [
     "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "RequestTimeoutError",
     "UnsupportedMediaTypeError", "MisdirectedRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
-    "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "StoreUnavailableError", "ConfigError", "ANTHROPIC_TYPES",
+    "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "StoreUnavailableError", "StorageFullError",
+    "CaptureFailedError", "PolicyReloadError", "ConfigError", "ANTHROPIC_TYPES",
 ]

@@ -52,6 +52,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.reloaded: list[str] = []
+        self.reload_fails: str | None = None  # set: /update_weights_from_disk answers 400 with this message
+        self.reload_calls: list[str] = []  # every reload asked for, failed ones included
         self.health_status = 200
         self.record = True
         self.wrong_shape: list[str] = []  # queued: each chat call pops one and answers it (see misshape)
@@ -94,6 +96,9 @@ class FakeUpstream:
 
     async def reload(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.reload_calls.append(body["model_path"])
+        if self.reload_fails is not None:
+            return web.json_response({"success": False, "message": self.reload_fails}, status=400)
         self.reloaded.append(body["model_path"])
         return web.json_response({"success": True, "message": "reloaded"})
 

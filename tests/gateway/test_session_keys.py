@@ -215,9 +215,11 @@ def test_a_completed_session_goes_on_in_a_new_trajectory(open_server: Server) ->
     assert [s["messages"][-1]["content"] for s in open_server.steps(nxt["trajectory_id"])] == ["after", "again"]
     [key] = [k for k in open_server.app.state.store.list_keys() if k.key_id == t["key_id"]]
     assert key.binding is not None and key.binding["trajectory_id"] == nxt["trajectory_id"]
-    # by path, the complete trajectory still takes nothing
-    oai(open_server, "EMPTY", base=f"{open_server.url}/t/{tid}/v1").chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "by path"}])
+    # by path, the complete trajectory still takes nothing; with --capture-sync the call fails (503)
+    with pytest.raises(openai.APIStatusError) as err:
+        oai(open_server, "EMPTY", base=f"{open_server.url}/t/{tid}/v1") \
+            .chat.completions.create(model="m", messages=[{"role": "user", "content": "by path"}])
+    assert err.value.status_code == 503 and "is complete" in err.value.message
     captures = open_server.captures()
     assert captures["failed"] == failed + 1 and "is complete" in captures["last_error"]
 

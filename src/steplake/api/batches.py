@@ -9,9 +9,9 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import NotFoundError, SteplakeError, UpstreamError
+from ..errors import NotFoundError
 from ..records import BatchIn, PolicyIn
-from .common import documented_body, gateway_of, pool_of
+from .common import documented_body, gateway_of, pool_of, settings_of
 from .params import PathId
 from .responses import ok, read_model
 
@@ -38,28 +38,21 @@ async def get_batch(request: Request, batch_id: PathId) -> Response:
 
 
 @router.post("/policy", openapi_extra=documented_body(PolicyIn),
-             summary="Publish a new policy version (must increase); the gateway reloads its weights")
+             summary="Publish a new policy version (must increase). With weights_path: reload every reloadable "
+                     "upstream first and record only if all succeeded, else 502 policy_reload_failed")
 async def post_policy(request: Request) -> Response:
     body = await read_model(request, PolicyIn)
-    policy = await pool_of(request).publish_policy(body.version, body.weights_path, body.note)
-    answer: dict[str, Any] = dict(policy)
-    answer["gateway"] = await _tell_gateway(request, policy)
-    return ok(answer)
-
-
-async def _tell_gateway(request: Request, policy: dict[str, Any]) -> Any:
     gateway = gateway_of(request)
-    if gateway is None:
-        return None
-    try:
-        return await gateway.publish_policy(policy)
-    except SteplakeError as e:
-        e.message = f"policy version {policy.get('version')} was recorded, but the gateway failed: {e.message}"
-        e.args = (e.message,)
-        raise
-    except Exception as e:
-        raise UpstreamError(f"policy version {policy.get('version')} was recorded, but the gateway failed to "
-                            f"load it: {type(e).__name__}: {e}", code="policy_reload_failed") from e
+    if gateway is not None:
+        return ok(await gateway.publish_policy(body.version, body.weights_path, body.note))
+    path = body.weights_path
+    if path is not None:  # no gateway, nothing to reload: the same rule for the path
+        from ..gateway.policy import check_weights_path
+
+        path = check_weights_path(path, settings_of(request).weights_root)
+    answer: dict[str, Any] = dict(await pool_of(request).publish_policy(body.version, path, body.note))
+    answer["gateway"] = None
+    return ok(answer)
 
 
 @router.get("/policy", summary="The published policy")

@@ -22,12 +22,17 @@ async def healthz() -> Response:
     return ok({"status": "ok"})
 
 
-@router.get("/readyz", summary="Store and upstream ready; 503 when not")
+@router.get("/readyz", summary="Store and upstream ready; 503 when not (also while writes fail: disk full)")
 async def readyz(request: Request) -> Response:
-    checks: dict[str, bool | None] = {"store": False, "gateway": None}
+    checks: dict[str, bool | None] = {"store": False, "storage": False, "gateway": None}
+    store = pool_of(request).store
     with contextlib.suppress(Exception):  # during a known outage: not ready at once (the store probes itself)
         checks["store"] = pool_of(request).availability.available and bool(
-            await asyncio.wait_for(asyncio.to_thread(pool_of(request).store.ping), 5.0))
+            await asyncio.wait_for(asyncio.to_thread(store.ping), 5.0))
+    problem: str | None = "cannot check the storage"
+    with contextlib.suppress(Exception):
+        problem = await asyncio.wait_for(asyncio.to_thread(store.storage_problem), 5.0)
+    checks["storage"] = problem is None
     gateway = gateway_of(request)
     reasons: dict[str, str] = {}
     if gateway is not None:
@@ -41,7 +46,10 @@ async def readyz(request: Request) -> Response:
     if not checks["store"]:  # why: the outage as the store saw it (PostgreSQL restarting, unreachable)
         reasons["store_error"] = pool_of(request).availability.reason or "the store did not answer"
     ready = all(v is not False for v in checks.values())
-    return ok({"status": "ready" if ready else "not ready", "checks": checks, **reasons}, 200 if ready else 503)
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks, **reasons}
+    if problem is not None:
+        body["storage_error"] = problem
+    return ok(body, 200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -9,8 +9,9 @@ import aiohttp
 import orjson
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from ..errors import CaptureFailedError
 from ..upstreams.base import Upstream, UpstreamFailure
 from ..upstreams.openai_compat import sse_events
 from .anthropic_wire import (
@@ -25,6 +26,7 @@ from .attribution import from_request
 from .capture import CallContext, sampling_of
 from .http import read_json, upstream_error_body
 from .openai import SSE_HEADERS, _chunk, upstream_body
+from .policy import GatedStreamingResponse
 from .shape import check_answer
 from .tokens import AnswerAcc, ChoiceAcc
 from .validate import check_anthropic
@@ -64,13 +66,13 @@ class AnthropicHandlers:
             if stream:
                 async def open_stream(up: Upstream) -> aiohttp.ClientResponse:
                     return await gw.client.open_stream(up, "/chat/completions", _upstream_chat(chat, up, True))
-                up, resp = await gw.upstreams.call(att.trajectory_id, open_stream)
-                return StreamingResponse(self._relay(ctx, up, resp, body), media_type="text/event-stream",
-                                         headers=SSE_HEADERS)
+                up, resp, ticket = await gw.open_upstream(ctx, att.trajectory_id, open_stream)
+                return GatedStreamingResponse(self._relay(ctx, up, resp, body), ticket,
+                                              media_type="text/event-stream", headers=SSE_HEADERS)
 
             async def post(up: Upstream) -> Json:
                 return check_answer(await gw.client.post_json(up, "/chat/completions", _upstream_chat(chat, up, False)))
-            up, data = await gw.upstreams.call(att.trajectory_id, post)
+            up, data = await gw.call_upstream(ctx, att.trajectory_id, post)
         except BaseException:
             gw.index.release(att.claimed_hash)
             raise
@@ -113,7 +115,11 @@ class AnthropicHandlers:
                 yield ev
         hashes = gw.capturer.record_exchanges(ctx, [answer_message(c, body) for c in ans.ordered()[:1]])
         if gw.settings.capture_sync:
-            await gw.capturer.capture(ctx, up, ans, hashes)
+            try:
+                await gw.capturer.capture(ctx, up, ans, hashes)
+            except CaptureFailedError as e:  # the error event instead of message_delta / message_stop
+                yield event("error", e.to_anthropic())
+                return
         else:
             gw.spawn(gw.capturer.capture(ctx, up, ans, hashes))
         for ev in tr.finish_events():

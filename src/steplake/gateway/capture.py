@@ -2,7 +2,11 @@
 
 Runs off the agent's critical path: the exchange hashes are recorded before the answer's last byte goes
 out (so the agent's next call can join the trajectory), the steps are built and queued afterwards.
-A capture problem is logged and counted (``stats()["capture"]``), never raised into the agent's call.
+A capture problem is logged and counted (``Pool.captures``: one count the pool's and the gateway's stats
+share), never raised into the agent's call — except with ``--capture-sync``, whose promise is that an
+answered call is stored: there a failed capture raises ``CaptureFailedError`` (503 in the agent's protocol,
+or the stream's error event instead of its final events), and the exchange is indexed only once stored, so
+the agent's retry continues the same trajectory.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SteplakeError
+from ..errors import CaptureFailedError, SteplakeError
 from ..pool.pool import Pool
 from ..records import Step, StepResponse, TokenSource
 from ..upstreams.base import Upstream
@@ -45,6 +49,8 @@ class CallContext:
     answer_messages: list[Json] | None = None  # per choice, chat form, as the agent received it
     trajectory_ids: list[str] = field(default_factory=list)
     group_id: str | None = None
+    policy_version: int | None = None  # current when the upstream call started (Gateway's policy gate)
+    indexed: bool = False  # the exchange hashes are in the attribution index
 
     def plan(self, n_choices: int) -> None:
         """Trajectory per choice: choice 0 keeps the call's trajectory, choice i gets ``{tid}-{i}``."""
@@ -57,11 +63,11 @@ class CallContext:
 
 @dataclass
 class CaptureCounters:
+    """Gateway-side counts; failures are counted once, in ``Pool.captures`` (see ``Capturer.stats``)."""
+
     steps: int = 0
-    failed: int = 0
     ids_missing: int = 0
     ids_inconsistent: int = 0
-    last_error: str | None = None
 
     def as_dict(self) -> Json:
         return dict(self.__dict__)
@@ -76,42 +82,59 @@ class Capturer:
         self.capture_sync = capture_sync
         self.counters = CaptureCounters()
 
+    def stats(self) -> Json:
+        caps = self.pool.captures
+        return {**self.counters.as_dict(), "failed": caps.failed, "last_error": caps.last_error}
+
     def record_exchanges(self, ctx: CallContext, answers: list[Json]) -> list[str | None]:
-        """Index each choice's exchange hash under its trajectory (before the agent sees the end)."""
+        """Each choice's exchange hash, indexed under its trajectory before the agent sees the end (with
+        ``--capture-sync``: once the capture is stored, by ``capture``)."""
         ctx.answer_messages = answers
         ctx.plan(max(1, len(answers)))
-        hashes: list[str | None] = []
-        for i, msg in enumerate(answers):
-            if ctx.messages is None:
-                hashes.append(None)
-                continue
-            h = exchange_hash([*ctx.messages, msg])
-            self.index.record(ctx.trajectory_ids[i], h, ctx.att.claimed_hash if i == 0 else None)
-            hashes.append(h)
+        hashes: list[str | None] = [None if ctx.messages is None else exchange_hash([*ctx.messages, msg])
+                                    for msg in answers]
+        if not self.capture_sync:
+            self._index(ctx, hashes)
         return hashes
+
+    def _index(self, ctx: CallContext, hashes: list[str | None]) -> None:
+        ctx.indexed = True
+        for i, h in enumerate(hashes):
+            if h is not None:
+                self.index.record(ctx.trajectory_ids[i], h, ctx.att.claimed_hash if i == 0 else None)
 
     async def capture(self, ctx: CallContext, up: Upstream, ans: AnswerAcc, hashes: list[str | None],
                       sync: bool | None = None) -> list[str]:
-        """Build and queue (``sync``: store and wait for) one step per choice; returns the step ids."""
+        """Build and queue one step per choice; returns the step ids. ``sync`` (default ``--capture-sync``):
+        store and wait for each, and raise ``CaptureFailedError`` when one cannot be stored."""
         ids: list[str] = []
         sync = self.capture_sync if sync is None else sync
+        built = False
         try:
             latency = (time.perf_counter() - ctx.t0) * 1000.0
             choices = ans.ordered()
             if len(ctx.trajectory_ids) > 1 or ctx.att.group_size:
                 await self._open_group(ctx)
             for i, ch in enumerate(choices[: len(ctx.trajectory_ids)]):
+                built = False
                 step = await self._build(ctx, up, ans, ch, i, hashes[i] if i < len(hashes) else None, latency)
+                built = True
                 if sync:
                     await self.pool.capture_sync(step)
                 else:
                     self.pool.capture(step)
                 self.counters.steps += 1
                 ids.append(str(step.step_id))
-        except Exception as e:  # never break the agent's call
-            self.counters.failed += 1
-            self.counters.last_error = f"{type(e).__name__}: {e}"
-            log.warning("gateway capture failed: %s", self.counters.last_error)
+        except Exception as e:  # counted once (the pool counted a store failure already)
+            if not built:
+                self.pool.capture_failed(None, e)
+            if sync:
+                self.index.release(ctx.att.claimed_hash)
+                raise CaptureFailedError(f"the answer could not be recorded, so it is not delivered "
+                                         f"(--capture-sync): {type(e).__name__}: {_message(e)}") from e
+            return ids
+        if not ctx.indexed:
+            self._index(ctx, hashes)
         return ids
 
     async def _open_group(self, ctx: CallContext) -> None:
@@ -154,7 +177,8 @@ class Capturer:
             response_logprobs=logprobs if resp else None, token_source=token_source, messages=ctx.messages,
             tools=ctx.tools, response=StepResponse(**ch.response()), finish_reason=ch.finish_reason, model=ans.model,
             sampling=ctx.sampling, usage=ans.usage if single else None, latency_ms=latency,
-            policy_version=self.pool.policy_version, metadata=ctx.att.metadata,
+            policy_version=self.pool.policy_version if ctx.policy_version is None else ctx.policy_version,
+            metadata=ctx.att.metadata,
             provenance=self._provenance(ctx, up, sources, h, warnings, logprobs is not None),
         )
 
@@ -200,6 +224,10 @@ class Capturer:
         if isinstance(ctx.prompt_text, str):
             return self.tokenizer.encode_text(ctx.prompt_text)
         raise ValueError("no prompt text to tokenize")
+
+
+def _message(e: BaseException) -> str:
+    return e.message if isinstance(e, SteplakeError) else str(e)
 
 
 def _usage_checks(prompt: list[int] | None, resp: list[int] | None, usage: Json) -> list[str]:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -18,19 +18,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import Settings
 from ..errors import SteplakeError
 from ..pool.pool import Pool
-from ..upstreams.base import RELOADABLE, Upstream, UpstreamFailure, parse_upstream
+from ..upstreams.base import Upstream, UpstreamFailure, parse_upstream
 from ..upstreams.local import LocalModelProcess
 from ..upstreams.openai_compat import UpstreamClient
 from ..upstreams.routing import UpstreamPool
 from ..upstreams.tokenizer import FallbackTokenizer
 from .attribution import Attribution, ExchangeIndex, history_hashes, new_trajectory_id
-from .capture import Capturer
+from .capture import CallContext, Capturer
 from .http import Protocol, steplake_error_response, upstream_error_response
+from .policy import STALE, CallGate, PolicyPublisher, Ticket
 
 log = logging.getLogger("steplake.gateway")
 Json = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
 SWITCH_INTERVAL = 0.0005
+T = TypeVar("T")
 
 
 class Gateway:
@@ -51,6 +53,8 @@ class Gateway:
         self.tokenizer = FallbackTokenizer(settings.tokenizer) if settings.tokenizer else None
         self.index = ExchangeIndex()
         self.capturer = Capturer(pool, self.index, self.tokenizer, settings.capture_sync)
+        self.gate = CallGate(pool)  # upstream calls pass it; a policy publish closes it while reloading
+        self.publisher = PolicyPublisher(settings, pool, self.upstreams, self.client, self.gate)
         self.scoring_calls = 0  # prompt_logprobs requests: forwarded, never captured
         self._tasks: set[asyncio.Task[Any]] = set()
         self.auth: Any = None  # steplake.api.auth.Auth, set by create_app: caches to drop when a key moves
@@ -107,7 +111,7 @@ class Gateway:
         t.add_done_callback(self._tasks.discard)
 
     async def ready(self) -> bool:
-        return any(u.healthy for u in self.upstreams.upstreams)
+        return any(u.healthy and STALE not in u.extra for u in self.upstreams.upstreams)
 
     def readiness(self) -> dict[str, str | None]:
         """The gateway's own readiness checks for /readyz, besides its upstreams: name → None when ready, else
@@ -116,7 +120,8 @@ class Gateway:
 
     def stats(self) -> Json:
         return {"upstreams": [u.as_dict() for u in self.upstreams.upstreams],
-                "capture": self.capturer.counters.as_dict(), "exchange_index": len(self.index),
+                "capture": self.capturer.stats(), "exchange_index": len(self.index),
+                "policy_gate": {"paused": self.gate.paused, "in_flight": self.gate.in_flight},
                 "captures_in_flight": len(self._tasks), "scoring_calls": self.scoring_calls,
                 "ids_missing": sum(u.ids_missing for u in self.upstreams.upstreams),
                 "ids_inconsistent": sum(u.ids_inconsistent for u in self.upstreams.upstreams)}
@@ -163,26 +168,34 @@ class Gateway:
         return att
 
     # policy ----------------------------------------------------------------------------------------------
-    async def publish_policy(self, policy: Json) -> Json:
-        """Forward a new policy's ``weights_path`` to every upstream that can reload weights."""
-        path = policy.get("weights_path")
-        results = await asyncio.gather(*(self._reload(u, path) for u in self.upstreams.upstreams))
-        return {"version": policy.get("version"), "upstreams": list(results)}
+    async def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
+        """``POST /api/v1/policy``: reload the upstreams (with ``weights_path``) and record the version only
+        when every reload succeeded (gateway/policy.py)."""
+        return await self.publisher.publish(version, weights_path, note)
 
-    async def _reload(self, up: Upstream, path: str | None) -> Json:
-        res: Json = {"url": up.root, "kind": up.effective_kind}
-        if not path:
-            return {**res, "reloaded": False, "detail": "no weights_path: nothing to reload"}
-        if up.effective_kind not in RELOADABLE:
-            return {**res, "reloaded": False, "detail": f"{up.effective_kind} upstreams cannot be reloaded by "
-                    "the gateway; reload the server yourself (vLLM: /collective_rpc or a restart)"}
+    async def call_upstream(self, ctx: CallContext | None, key: str | None,
+                            fn: Callable[[Upstream], Awaitable[T]]) -> tuple[Upstream, T]:
+        """One complete upstream call through the policy gate; ``ctx`` gets the version current at its start."""
+        ticket = await self.gate.enter()
+        if ctx is not None:
+            ctx.policy_version = ticket.version
         try:
-            out = await self.client.post_json(up, "/update_weights_from_disk", {"model_path": path},
-                                              timeout=max(60.0, self.settings.upstream_timeout))
-        except UpstreamFailure as e:
-            return {**res, "reloaded": False, "detail": e.message}
-        ok = out.get("success", True) is not False
-        return {**res, "reloaded": ok, "detail": out.get("message") or out}
+            return await self.upstreams.call(key, fn)
+        finally:
+            ticket.done()
+
+    async def open_upstream(self, ctx: CallContext, key: str | None,
+                            fn: Callable[[Upstream], Awaitable[T]]) -> tuple[Upstream, T, Ticket]:
+        """Open a streamed upstream call through the policy gate; the ticket is done when the stream is
+        (``policy.GatedStreamingResponse``)."""
+        ticket = await self.gate.enter()
+        ctx.policy_version = ticket.version
+        try:
+            up, resp = await self.upstreams.call(key, fn)
+        except BaseException:
+            ticket.done()
+            raise
+        return up, resp, ticket
 
     async def _follow_session(self, att: Attribution) -> None:
         """A session whose trajectory was completed (the idle rule, an explicit complete) goes on in a new

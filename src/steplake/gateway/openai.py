@@ -9,13 +9,15 @@ import aiohttp
 import orjson
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from ..errors import CaptureFailedError
 from ..upstreams.base import Upstream, UpstreamFailure
 from ..upstreams.openai_compat import ask_for_ids_chat, ask_for_ids_completion, sse_events
 from .attribution import from_request
 from .capture import CallContext, sampling_of
 from .http import read_json, upstream_error_body
+from .policy import GatedStreamingResponse
 from .shape import check_answer
 from .tokens import AnswerAcc, Wants, strip_answer
 from .validate import check_chat, check_choice_ids, check_completion
@@ -77,7 +79,7 @@ class OpenAIHandlers:
 
         async def post(up: Upstream) -> Json:
             return await gw.client.post_json(up, path, body)
-        _, data = await gw.upstreams.call(None, post)
+        _, data = await gw.call_upstream(None, None, post)
         return Response(orjson.dumps(data), media_type="application/json")
 
     async def models(self, request: Request) -> Response:
@@ -100,13 +102,13 @@ class OpenAIHandlers:
             if ctx.stream:
                 async def open_stream(up: Upstream) -> aiohttp.ClientResponse:
                     return await gw.client.open_stream(up, path, upstream_body(body, up, True, completions))
-                up, resp = await gw.upstreams.call(ctx.att.trajectory_id, open_stream)
+                up, resp, ticket = await gw.open_upstream(ctx, ctx.att.trajectory_id, open_stream)
                 gen = self._relay(ctx, up, resp, wants, "text" if completions else "delta", body)
-                return StreamingResponse(gen, media_type="text/event-stream", headers=SSE_HEADERS)
+                return GatedStreamingResponse(gen, ticket, media_type="text/event-stream", headers=SSE_HEADERS)
 
             async def post(up: Upstream) -> Json:
                 return check_answer(await gw.client.post_json(up, path, upstream_body(body, up, False, completions)))
-            up, data = await gw.upstreams.call(ctx.att.trajectory_id, post)
+            up, data = await gw.call_upstream(ctx, ctx.att.trajectory_id, post)
         except BaseException:
             gw.index.release(ctx.att.claimed_hash)
             raise
@@ -127,13 +129,18 @@ class OpenAIHandlers:
         gw = self.gw
         ans = AnswerAcc()
         done = False
+        held: list[bytes] | None = [] if gw.settings.capture_sync else None  # final chunks wait for the commit
         try:
             async for payload in sse_events(resp):
                 chunk = _chunk(payload)
                 ans.add(chunk, kind)
                 out = strip_answer(chunk, wants, True)
                 if out is not None:
-                    yield b"data: " + orjson.dumps(out) + b"\n\n"
+                    data = b"data: " + orjson.dumps(out) + b"\n\n"
+                    if held is not None and (held or _finishes(chunk)):
+                        held.append(data)
+                    else:
+                        yield data
             done = True
         except UpstreamFailure as e:
             up.errors += 1
@@ -148,8 +155,14 @@ class OpenAIHandlers:
             return
         _prompt_from_request(ans, body)
         hashes = gw.capturer.record_exchanges(ctx, [c.message() for c in ans.ordered()])
-        if gw.settings.capture_sync:
-            await gw.capturer.capture(ctx, up, ans, hashes)
+        if held is not None:
+            try:
+                await gw.capturer.capture(ctx, up, ans, hashes)
+            except CaptureFailedError as e:  # the error event instead of the final chunks
+                yield b"data: " + orjson.dumps(e.to_openai()) + b"\n\n"
+                return
+            for data in held:
+                yield data
         else:
             gw.spawn(gw.capturer.capture(ctx, up, ans, hashes))
         yield b"data: [DONE]\n\n"
@@ -167,6 +180,12 @@ def _chunk(payload: bytes) -> Json:
         msg = err.get("message") if isinstance(err, dict) else str(err)
         raise UpstreamFailure(502, f"upstream failed mid-stream: {msg}", body=None)
     return check_answer(chunk)
+
+
+def _finishes(chunk: Json) -> bool:
+    """The chunk ends a choice (it carries a ``finish_reason``)."""
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
 
 
 def _prompt_from_request(ans: AnswerAcc, body: Json) -> None:

@@ -68,11 +68,16 @@ class WhiteboxHandlers:
         req: Json = {**sampling, "prompt": body["prompt_ids"], "model": body.get("model"),
                      "return_token_ids": True}
         tid = body.get("trajectory_id")
+        ctx: CallContext | None = None
+        if tid:
+            att = Attribution(trajectory_id=tid, source="whitebox", group_id=body.get("group_id"),
+                              channel=body.get("channel"), metadata=body.get("metadata") or {})
+            ctx = CallContext("whitebox.generate", att, None, None, sampling_of(sampling), False)
 
         async def post(up: Upstream) -> Json:
             return check_answer(await gw.client.post_json(up, "/completions",
                                                           upstream_body(req, up, False, completions=True)))
-        up, data = await gw.upstreams.call(tid, post)
+        up, data = await gw.call_upstream(ctx, tid, post)
         ans = AnswerAcc()
         ans.add(data, "text")
         if ans.prompt_ids is None:
@@ -83,10 +88,7 @@ class WhiteboxHandlers:
         ch = choices[0]
         out: Json = {"response_ids": ch.token_ids or [], "response_logprobs": ch.logprobs,
                      "finish_reason": ch.finish_reason, "text": ch.text}
-        if tid:
-            att = Attribution(trajectory_id=tid, source="whitebox", group_id=body.get("group_id"),
-                              channel=body.get("channel"), metadata=body.get("metadata") or {})
-            ctx = CallContext("whitebox.generate", att, None, None, sampling_of(sampling), False)
+        if ctx is not None:
             gw.capturer.record_exchanges(ctx, [{}])
             ids = await gw.capturer.capture(ctx, up, ans, [None], sync=True)
             if ids:

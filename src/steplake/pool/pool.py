@@ -21,6 +21,7 @@ from ..store.base import AppendResult, Json, Page, Store
 
 log = logging.getLogger("steplake.pool")
 T = TypeVar("T")
+POLICY_CHECK_S = 0.25  # the policy follower reads the published version at most this often
 
 
 class CaptureStats:
@@ -79,6 +80,7 @@ class Pool:
         if self.retention:
             self._tasks.append(asyncio.create_task(self._pruner()))
         self._tasks.append(asyncio.create_task(self._event_ticker()))
+        self._tasks.append(asyncio.create_task(self._follow_policy()))
 
     async def stop(self) -> None:
         if self.rewarder is not None:
@@ -231,9 +233,7 @@ class Pool:
                 if err is None:
                     self.captures.committed += 1
                 else:
-                    self.captures.failed += 1
-                    self.captures.last_error = f"{type(err).__name__}: {err}"
-                    log.warning("capture of step %s failed: %s", step.step_id, err)
+                    self.capture_failed(step.step_id, err)
                 self._bump()
             if loop is not None:
                 with contextlib.suppress(RuntimeError):
@@ -244,18 +244,24 @@ class Pool:
             done(e)
 
     async def capture_sync(self, step: Step) -> None:
-        """Capture and wait for the commit (``--capture-sync``); errors are counted, not raised."""
+        """Capture and wait for the commit (``--capture-sync``); a failure is counted, then raised."""
         self.captures.pending += 1
         try:
             await self._run(self.store.append_steps, [step])
             self.captures.committed += 1
         except Exception as e:
-            self.captures.failed += 1
-            self.captures.last_error = f"{type(e).__name__}: {e}"
-            log.warning("capture of step %s failed: %s", step.step_id, e)
+            self.capture_failed(step.step_id, e)
+            raise
         finally:
             self.captures.pending -= 1
-        self.notify()
+            self.notify()
+
+    def capture_failed(self, step_id: str | None, err: BaseException) -> None:
+        """Count one gateway capture that will not be stored (the store refused it, or it could not be
+        built): the one failure count that ``stats()["captures"]`` and the gateway's stats both show."""
+        self.captures.failed += 1
+        self.captures.last_error = f"{type(err).__name__}: {err}"
+        log.warning("capture of step %s failed: %s", step_id or "(not built)", err)
 
     async def get_step(self, step_id: str) -> Json:
         s = await self._run(self.store.get_step, step_id)
@@ -354,15 +360,45 @@ class Pool:
     def policy_version(self) -> int:
         return int((self._policy or {}).get("version", 0))
 
+    def adopt_policy(self, policy: Json | None) -> None:
+        """Take ``policy`` as the current one unless a newer version is already known (versions increase)."""
+        if policy is not None and int(policy.get("version", 0)) >= self.policy_version:
+            self._policy = policy
+
     async def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
+        """Record a version (409 unless above the current one). Reloading upstreams first is the gateway's
+        part (``Gateway.publish_policy``); this only records."""
         p = await self._run(self.store.publish_policy, version, weights_path, note)
-        self._policy = p
+        self.adopt_policy(p)
         self.notify()
         return p
 
     async def get_policy(self) -> Json:
-        self._policy = await self._run(self.store.get_policy)
-        return self._policy
+        p = await self._run(self.store.get_policy)
+        self.adopt_policy(p)
+        return p
+
+    async def _follow_policy(self) -> None:
+        """Adopt versions published through other servers on the same database within a second (CONTRACT
+        §2). Woken by every commit any server makes (LISTEN/NOTIFY on PostgreSQL; the event ticker's poll
+        otherwise), it reads the published version at most every ``POLICY_CHECK_S``; errors (a database
+        restart) are retried on the next wake."""
+        failures = 0
+        while not self._closing:
+            marker = self.change_marker()
+            try:
+                self.adopt_policy(await self._run(self.store.get_policy))
+                failures = 0
+            except Exception as e:
+                failures += 1
+                if failures == 1:
+                    log.warning("cannot read the published policy: %s: %s", type(e).__name__, e)
+            await asyncio.sleep(POLICY_CHECK_S * min(2 ** failures, 16))
+            waiter = asyncio.ensure_future(marker.wait())  # not wait_for: it can swallow our cancellation
+            try:
+                await asyncio.wait({waiter}, timeout=5.0)
+            finally:
+                waiter.cancel()
 
     # batches -----------------------------------------------------------------------------------------
     async def fetch_batch(self, request: BatchIn) -> Json:

@@ -24,7 +24,7 @@ import psycopg
 import psycopg.sql
 from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigError, NotFoundError, StoreError
+from ..errors import ConfigError, NotFoundError, StorageFullError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from . import claims
 from .audit import PgAudit
@@ -38,7 +38,7 @@ from .postgres_append import PgAppend
 from .postgres_reads import PgReads
 from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PG_TEXT_INDEX_VERSION
 from .postgres_select import pg_select_groups
-from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, run_tx
+from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, note_storage, run_tx
 
 log = logging.getLogger("steplake.store")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -233,6 +233,10 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
         with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
+    def storage_problem(self) -> str | None:
+        """Why writes fail now (disk full), else None (``store.health``)."""
+        return self._env.health.problem() if self._env is not None else None
+
     def ping(self) -> bool:
         """The database answers now (during an outage: a fresh connection, refused at once while down)."""
         if self._pool is None or self._committer is None:
@@ -252,7 +256,12 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
         """Run a write in its own transaction; ``keys``: trajectory / group ids it changes (locked first)."""
         if self._env is None:
             raise StoreError("store is not open")
-        res = run_tx(self._env, fn, keys)
+        try:
+            res = run_tx(self._env, fn, keys)
+        except StorageFullError as e:
+            note_storage(self._env.health, [e])
+            raise
+        note_storage(self._env.health, [None])
         self._committed()
         return res
 

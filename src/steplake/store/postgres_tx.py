@@ -28,6 +28,7 @@ from ..errors import ConflictError, SteplakeError, StoreError, StoreUnavailableE
 from .availability import is_unavailable
 from .base import Json
 from .codec import dumps
+from .health import StorageHealth, is_disk_full, storage_full_error
 
 log = logging.getLogger("steplake.store")
 
@@ -48,6 +49,7 @@ class TxEnv:
         self.schema = schema
         self.events_key = lock_key("steplake-events", schema)
         self.channel = f"steplake_{schema}"
+        self.health = StorageHealth()  # disk full: marked by failed writes, cleared by the next commit
 
 
 class Tx:
@@ -113,6 +115,8 @@ def translate(e: BaseException) -> BaseException:
     """Database errors a caller can cause become the matching SteplakeError; the rest stay StoreError."""
     if isinstance(e, SteplakeError) or not isinstance(e, psycopg.Error):
         return e
+    if is_disk_full(e):
+        return storage_full_error(e)
     if isinstance(e, pgerr.UniqueViolation):
         return ConflictError(f"conflicts with a stored record: {e.diag.message_detail or e}", code="conflict")
     if isinstance(e, psycopg.DataError):
@@ -142,6 +146,15 @@ def run_tx(env: TxEnv, fn: Callable[[Tx], Any], keys: Iterable[str] = ()) -> Any
         except psycopg.Error as e:
             raise translate(e) from e
     raise AssertionError("unreachable")
+
+
+def note_storage(health: StorageHealth, errors: list[BaseException | None]) -> None:
+    """Mark the store full when a write failed for lack of space, healthy again when one committed."""
+    full = next((e for e in errors if e is not None and is_disk_full(e)), None)
+    if full is not None:
+        health.failed(full)
+    elif any(e is None for e in errors):
+        health.committed()
 
 
 Job = tuple[Callable[[Tx], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None, list[str]]
@@ -250,6 +263,7 @@ class GroupCommitter:
             return None, translate(e)
 
     def _deliver(self, jobs: list[Job], results: list[tuple[Any, BaseException | None]]) -> None:
+        note_storage(self._env.health, [err for _, err in results])
         if self._on_commit:
             try:
                 self._on_commit()
@@ -268,4 +282,4 @@ class GroupCommitter:
                     log.exception("capture callback failed")
 
 
-__all__ = ["Tx", "TxEnv", "lock_key", "finish", "run_tx", "translate", "GroupCommitter", "TRANSIENT"]
+__all__ = ["Tx", "TxEnv", "lock_key", "finish", "run_tx", "translate", "GroupCommitter", "TRANSIENT", "note_storage"]

@@ -28,6 +28,7 @@ from .filters import (
     traj_page_sql,
     traj_where,
 )
+from .health import StorageHealth, folder_free_bytes
 from .keys import KEY_COLUMNS, check_binding, key_record
 from .schema import MIGRATIONS, SCHEMA_VERSION, TEXT_INDEX_VERSION
 from .selection import select_groups
@@ -106,6 +107,7 @@ class SqliteStore(SqliteWrites, SqliteAudit):
         self._writer: Any = None
         self._readers: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.health = StorageHealth(folder_free_bytes(self.path))  # disk full (store/health.py)
 
     # -- connections --------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -141,7 +143,7 @@ class SqliteStore(SqliteWrites, SqliteAudit):
         finally:
             conn.close()
         self._writer = WriterThread(self._connect, commit_window_ms=self.commit_window_ms,
-                                    on_commit=self._committed, on_rollback=self._forget)
+                                    on_commit=self._committed, on_rollback=self._forget, health=self.health)
         self._writer.start()
 
     def _forget(self) -> None:
@@ -185,6 +187,10 @@ class SqliteStore(SqliteWrites, SqliteAudit):
                     pass
             self._readers.clear()
         self._local = threading.local()
+
+    def storage_problem(self) -> str | None:
+        """Why writes fail now (disk full), else None."""
+        return self.health.problem()
 
     def ping(self) -> bool:
         try:

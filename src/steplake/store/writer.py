@@ -4,6 +4,7 @@ Jobs are closures ``fn(conn) -> result`` run in arrival order. The thread takes 
 moment it wakes, runs each in its own SAVEPOINT (a failing job is rolled back alone and gets its
 exception), then commits once: while one commit is being made durable, the next group accumulates.
 A job's result (or error) is delivered only after the commit, so "answered" implies "durable".
+A disk-full error (SQLITE_FULL) is delivered as ``StorageFullError`` (HTTP 507) and marks ``health``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from .health import StorageHealth, is_disk_full, storage_full_error
+
 log = logging.getLogger("steplake.store")
 
 Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None]
@@ -27,13 +30,14 @@ _STOP = object()
 class WriterThread:
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_group: int = 4096,
                  commit_window_ms: float = 0.0, on_commit: Callable[[], None] | None = None,
-                 on_rollback: Callable[[], None] | None = None) -> None:
+                 on_rollback: Callable[[], None] | None = None, health: StorageHealth | None = None) -> None:
         self._connect = connect
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_group = max_group
         self._window = commit_window_ms / 1000.0
         self._on_commit = on_commit
         self._on_rollback = on_rollback
+        self.health = health
         self._thread = threading.Thread(target=self._run, name="steplake-writer", daemon=True)
         self._closed = False
         self.commits = 0
@@ -91,6 +95,15 @@ class WriterThread:
             self._run_group(conn, jobs)
         conn.close()
 
+    def _classify(self, e: BaseException) -> BaseException:
+        """A disk-full error becomes ``StorageFullError`` (and marks ``health``); others stay as they are."""
+        if not is_disk_full(e):
+            return e
+        err = storage_full_error(e)
+        if self.health is not None:
+            self.health.failed(err)
+        return err
+
     def _run_group(self, conn: sqlite3.Connection, jobs: list[Job]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         try:
@@ -105,18 +118,24 @@ class WriterThread:
                     conn.execute("RELEASE job")
                     if self._on_rollback:  # caches may hold what was just undone
                         self._on_rollback()
-                    results.append((None, e))
+                    results.append((None, self._classify(e)))
             conn.execute("COMMIT")
             self.commits += 1
+            if self.health is not None:
+                self.health.committed()
         except BaseException as e:  # the commit itself failed: every job fails
-            log.exception("group commit failed")
+            failure = self._classify(e)
+            if failure is e:
+                log.exception("group commit failed")
+            else:
+                log.warning("group commit failed: %s", failure)
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             if self._on_rollback:
                 self._on_rollback()
-            results = [(None, e) for _ in jobs]
+            results = [(None, failure) for _ in jobs]
         if self._on_commit:
             try:
                 self._on_commit()

@@ -78,6 +78,7 @@ class Upstream:
             "healthy": bool(self.healthy), "loading": self.loading, "last_error": self.last_error,
             "model": self.model_id, "requests": self.requests, "errors": self.errors, "retries": self.retries,
             "ids_missing": self.ids_missing, "ids_inconsistent": self.ids_inconsistent,
+            "stale_weights": self.extra.get("stale_weights"),
         }
 
 

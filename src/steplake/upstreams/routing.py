@@ -4,7 +4,8 @@
   answer unhealthy); a server without ``/health`` is checked with ``GET /v1/models``. A connection error
   during a call marks the upstream unhealthy at once; the next check revives it.
 - Routing: among healthy upstreams, rendezvous hashing on the trajectory id, so one trajectory keeps
-  hitting the same server (its prefix cache); calls without a trajectory go round-robin.
+  hitting the same server (its prefix cache); calls without a trajectory go round-robin. An upstream left on
+  the weights of a failed policy publish (``extra["stale_weights"]``) gets no calls.
 - Retries: only failures that happened before any byte reached the agent (connection refused, 5xx) are
   retried, on *another* upstream, at most ``retries`` times. Timeouts and 4xx/429 are not retried.
 """
@@ -105,8 +106,9 @@ class UpstreamPool:
 
     def candidates(self, key: str | None) -> list[Upstream]:
         """Upstreams in the order to try: healthy ones (sticky for ``key``), then the rest."""
-        good = [u for u in self.upstreams if u.healthy]
-        rest = [u for u in self.upstreams if not u.healthy and not u.loading]
+        usable = [u for u in self.upstreams if "stale_weights" not in u.extra]  # see gateway/policy.py
+        good = [u for u in usable if u.healthy]
+        rest = [u for u in usable if not u.healthy and not u.loading]
         if key is not None and len(good) > 1:
             # Rendezvous hashing with a real hash: CRC32 is affine, so for roots of equal length the
             # order barely depended on the key and most trajectories landed on the same upstream.
