@@ -40,12 +40,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def launch_server(db: str, log: Path) -> Server:
-    """Start ``steplake serve`` on a free port; the gateway points at a closed port, so no model is loaded."""
+def launch_server(db: str, log: Path, upstream: str = "http://127.0.0.1:9") -> Server:
+    """Start ``steplake serve`` on a free port; by default the gateway points at a closed port, so no model
+    is loaded (give ``upstream``, e.g. a fake upstream, to proxy calls)."""
     port = free_port()
     out = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "steplake", "serve", "--db", db, "--port", str(port),
-                             "--upstream", "http://127.0.0.1:9", "--idle-timeout", "600"],
+                             "--upstream", upstream, "--idle-timeout", "600"],
                             env=_env(), stdout=out, stderr=subprocess.STDOUT)
     return Server(f"http://127.0.0.1:{port}", proc, log)
 
@@ -71,7 +72,8 @@ def stop_server(s: Server) -> None:
 
 
 @contextmanager
-def servers_on_one_schema(tmp_path: Path, n: int = 2) -> Iterator[tuple[str, list[Server]]]:
+def servers_on_one_schema(tmp_path: Path, n: int = 2, upstream: str = "http://127.0.0.1:9"
+                          ) -> Iterator[tuple[str, list[Server]]]:
     """Yield (schema, servers); the schema is dropped afterwards."""
     from steplake.store.postgres import PostgresStore
 
@@ -82,7 +84,7 @@ def servers_on_one_schema(tmp_path: Path, n: int = 2) -> Iterator[tuple[str, lis
     started: list[Server] = []
     try:
         for i in range(n):  # started together: they race on one database, as in production
-            started.append(launch_server(db_url(schema), tmp_path / f"server{i}.log"))
+            started.append(launch_server(db_url(schema), tmp_path / f"server{i}.log", upstream))
         for s in started:
             wait_ready(s)
         yield schema, started
