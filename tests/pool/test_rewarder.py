@@ -113,3 +113,35 @@ async def test_two_servers_score_each_trajectory_once(tmp_path: Path, backend: s
     finally:
         for p in pools:
             await p.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_no_secret_in_records_events_or_logs(tmp_path: Path, backend: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """An HTTP reward model and a judge configured with keys and headers (both echo the Authorization header
+    they got back): the stored records, the event feed and the log carry none of the configured secrets."""
+    from tests.scale.restart_kit import SECRETS, answer_step, fake_scorers, reward_config
+
+    caplog.set_level("DEBUG")
+    with fake_scorers() as scorers:
+        pool = Pool(make_store(backend, tmp_path), rewards=reward_config(scorers.url)["rewards"])
+        await pool.start()
+        try:
+            await pool.create_trajectory("tr-s1")
+            await pool.append_steps([Step(**answer_step("tr-s1"))])
+            await pool.complete_trajectory("tr-s1")
+
+            async def scored() -> bool:
+                t = await pool.find_trajectory("tr-s1")
+                return bool(t and {"rm", "judge"} <= set(t["reward_components"] or {}))
+            await wait_for(scored)
+            records = await pool._run(pool.store.list_rewards, "tr-s1")
+            events = await pool.read_events(0, 1000)
+        finally:
+            await pool.stop()
+    assert scorers.rm_calls["tr-s1"] == 1 and not scorers.bad_auth
+    assert {r["details"]["function"] for r in records} == {"http_rm", "llm_judge"}
+    assert all(len(r["details"]["config_sha256"]) == 64 and "params" not in r["details"] for r in records)
+    assert "***" in str(records)  # the echoed header was there, masked
+    for text in (str(records), str(events), caplog.text):
+        assert not any(secret in text for secret in SECRETS)
