@@ -117,6 +117,32 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
+_UPSTREAM_CODES = {502: "upstream_unavailable", 503: "not_ready", 504: "upstream_timeout"}
+
+
+class UpstreamFailure(UpstreamError):
+    """An upstream call failed before anything reached the agent; the gateway answers it in the agent's
+    protocol (the upstream's own error body when it sent one in that protocol).
+
+    ``status`` is per failure: the upstream's for 4xx/429/5xx, 502 unreachable, 504 timeout, 503 nothing
+    ready; ``code`` follows it (``upstream_<status>`` for the upstream's own); ``retryable`` lets the router
+    try another upstream.
+    """
+
+    def __init__(self, status: int, message: str, body: Any = None, retryable: bool = False) -> None:
+        super().__init__(message, code=_UPSTREAM_CODES.get(status, f"upstream_{status}"))
+        self.status = status
+        self.body = body
+        self.retryable = retryable
+
+
+class JudgeError(UpstreamError):
+    """An LLM judge's endpoint could not be reached or answered something unusable (the judge records a
+    failed score; it is never answered to a caller)."""
+
+    code = "judge_failed"
+
+
 class ServiceUnavailableError(SteplakeError):
     status = 503
     type = "service_unavailable"
@@ -156,6 +182,13 @@ class PolicyReloadError(UpstreamError):
     code = "policy_reload_failed"
 
 
+class FilterError(ValidationError):
+    """A trajectory filter names an unknown field or gives a value of the wrong type (422); exports answer
+    it as their own ``ExportError`` (400)."""
+
+    code = "invalid_filter"
+
+
 class ConfigError(SteplakeError):
     """Bad settings or CLI usage; the CLI exits with status 2."""
 
@@ -188,6 +221,7 @@ __all__ = [
     "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "RequestTimeoutError",
     "UnsupportedMediaTypeError", "MisdirectedRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
-    "UpstreamTimeoutError", "ServiceUnavailableError", "StoreError", "StoreUnavailableError", "StorageFullError",
-    "CaptureFailedError", "PolicyReloadError", "ConfigError", "ANTHROPIC_TYPES",
+    "UpstreamTimeoutError", "UpstreamFailure", "JudgeError", "ServiceUnavailableError",
+    "StoreError", "StoreUnavailableError", "StorageFullError", "CaptureFailedError", "PolicyReloadError",
+    "FilterError", "ConfigError", "ANTHROPIC_TYPES",
 ]

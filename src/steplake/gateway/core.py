@@ -230,10 +230,10 @@ class Gateway:
         async def endpoint(request: Request) -> Response:
             try:
                 return await fn(request)
+            except UpstreamFailure as e:  # a SteplakeError too: first, so the upstream's own body passes on
+                return upstream_error_response(protocol, e)
             except SteplakeError as e:
                 return steplake_error_response(protocol, e)
-            except UpstreamFailure as e:
-                return upstream_error_response(protocol, e)
         endpoint.__name__ = fn.__name__
         return endpoint
 

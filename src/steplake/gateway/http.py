@@ -8,8 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ANTHROPIC_TYPES, BadRequestError, PayloadTooLargeError, SteplakeError
-from ..upstreams.base import UpstreamFailure
+from ..errors import ANTHROPIC_TYPES, BadRequestError, PayloadTooLargeError, SteplakeError, UpstreamFailure
 
 Protocol = Literal["openai", "anthropic"]
 Json = dict[str, Any]
@@ -56,8 +55,7 @@ def upstream_error_body(protocol: Protocol, e: UpstreamFailure) -> Json:
         return b
     if protocol == "anthropic" and isinstance(b, dict) and b.get("type") == "error":
         return b
-    code = {502: "upstream_unavailable", 504: "upstream_timeout", 503: "not_ready"}.get(e.status)
-    return error_body(protocol, e.status, e.message, code=code or f"upstream_{e.status}")
+    return error_body(protocol, e.status, e.message, code=e.code)
 
 
 def upstream_error_response(protocol: Protocol, e: UpstreamFailure) -> Response:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from steplake.errors import JudgeError
 from steplake.rewards.base import (
     JSON,
     RewardConfigError,
@@ -39,10 +40,6 @@ _SCORE_RE = re.compile(
 )
 _RATIO_RE = re.compile(r"(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
 _RANKING_RE = re.compile(r"ranking\s*[:=]?\s*(.+)", re.I)
-
-
-class JudgeError(Exception):
-    """The judge endpoint could not be reached or answered something unusable."""
 
 
 def parse_score(text: str, scale: float = 10.0) -> float | None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UpstreamFailure  # UpstreamFailure: re-exported (it lives in the error tree)
 
 UpstreamKind = Literal["vllm", "steplake", "sglang", "llamacpp", "openai"]
 KINDS: tuple[str, ...] = ("vllm", "steplake", "sglang", "llamacpp", "openai")
@@ -102,21 +102,6 @@ def parse_upstream(spec: str) -> Upstream:
     if key:
         up.extra["api_key"] = key
     return up
-
-
-class UpstreamFailure(Exception):
-    """An upstream call failed before anything reached the agent.
-
-    ``status`` is what the agent gets (upstream status for 4xx/429/5xx, 502 unreachable, 504 timeout,
-    503 nothing ready); ``body`` the upstream's error body when it sent one.
-    """
-
-    def __init__(self, status: int, message: str, body: Any = None, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.body = body
-        self.retryable = retryable
 
 
 __all__ = ["Upstream", "UpstreamKind", "KINDS", "RELOADABLE", "parse_upstream", "UpstreamFailure"]
