@@ -55,7 +55,7 @@ def serve(tmp_path: Path, upstreams: list[str], **settings: Any) -> Iterator[str
 
 def chat(url: str, text: str, tid: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", timeout=30, headers={"X-Steplake-Trajectory": tid},
-                      json={"model": "m", "messages": [{"role": "user", "content": text}]})
+                      json={"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": text}]})
 
 
 def version_of(url: str, tid: str) -> int:
@@ -193,3 +193,20 @@ def test_the_client_raises_on_a_200_that_hides_a_failed_reload() -> None:
     with Client("http://x", transport=httpx.MockTransport(handler)) as c, \
             pytest.raises(E.PolicyReloadError, match="boom"):
         c.publish_policy(3, weights_path="/w/3")
+
+
+@pytest.mark.slow
+def test_the_embedded_model_reloads_through_a_publish(tmp_path: Path, model_server: str) -> None:
+    """The real reloadable upstream: a checkpoint that does not load is a 502 with nothing recorded and the
+    model still answering; the model's own GGUF, under the weights root, loads and is recorded."""
+    from steplake.model.engine import find_default_gguf
+
+    gguf = find_default_gguf()
+    with serve(tmp_path, [f"steplake+{model_server}"], weights_root=str(gguf.parent)) as url, Client(url) as c:
+        with pytest.raises(E.PolicyReloadError, match="does not exist"):
+            c.publish_policy(1, weights_path="missing.gguf")
+        assert c.get_policy()["version"] == 0
+        assert chat(url, "still there?", "t-old").status_code == 200 and version_of(url, "t-old") == 0
+        answer = c.publish_policy(1, weights_path=gguf.name)
+        assert answer["weights_path"] == str(gguf.resolve()) and answer["gateway"]["upstreams"][0]["reloaded"]
+        assert chat(url, "reloaded", "t-new").status_code == 200 and version_of(url, "t-new") == 1
