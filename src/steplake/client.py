@@ -29,9 +29,9 @@ import orjson
 from pydantic import BaseModel
 
 from . import errors as E
+from .types import Json
 
 R = TypeVar("R")
-Json = dict[str, Any]
 API = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
 

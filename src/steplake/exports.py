@@ -37,8 +37,8 @@ from .batches.manifest import HF_MANIFEST_NAME, Manifest, manifest_path_for, rea
 from .batches.recipes import RECIPES, apply_recipe, drop_zero_variance
 from .errors import ConflictError, NotFoundError
 from .store.base import Store
+from .types import Json
 
-Json = dict[str, Any]
 PAGE = 500
 CHUNK_TRAJECTORIES = 200
 STATUSES = ("open", "complete", "abandoned")

@@ -13,10 +13,9 @@ import numpy as np
 
 from steplake.batches.layout import row_meta, to_rows
 from steplake.batches.tensorize import tensorize_rows
+from steplake.types import Json
 
 __all__ = ["VerlBatch", "to_hf_dataset", "to_trl_dpo_rows", "to_verl"]
-
-Json = dict[str, Any]
 
 
 @dataclass

@@ -68,8 +68,8 @@ from steplake.batches.manifest import (
     write_manifest,
 )
 from steplake.errors import BadRequestError
+from steplake.types import Json
 
-Json = dict[str, Any]
 FORMATS = ("jsonl", "parquet", "hf")
 SCHEMA_VERSION = 1
 _JSON_TYPE = pa.string()

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from steplake.batches.errors import BatchError, ContinuityMismatchError
+from steplake.types import Json
 
 __all__ = [
     "LAYOUTS",
@@ -51,8 +52,6 @@ __all__ = [
 
 LAYOUTS: tuple[str, ...] = ("step", "trajectory")
 _CHAINABLE = frozenset({"first", "clean", None})
-
-Json = dict[str, Any]
 
 
 def batch_groups(batch_or_groups: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

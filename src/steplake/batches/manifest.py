@@ -40,10 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
+from ..types import Json
+
 MANIFEST_VERSION = 1
 HF_MANIFEST_NAME = "steplake_manifest.json"
-
-Json = dict[str, Any]
 
 
 def steplake_version() -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["preference_pairs", "reward_pairs"]
+from ..types import Json
 
-Json = dict[str, Any]
+__all__ = ["preference_pairs", "reward_pairs"]
 
 
 def _reward(traj: Mapping[str, Any]) -> float | None:

@@ -43,6 +43,7 @@ import numpy as np
 
 from steplake.batches.errors import UnknownRecipeError
 from steplake.batches.pairs import preference_pairs, reward_pairs
+from steplake.types import Json
 
 __all__ = [
     "GRPO_EPS",
@@ -63,8 +64,6 @@ __all__ = [
 RECIPES: tuple[str, ...] = ("grpo", "rloo", "reinforce_pp", "ppo", "dpo", "sft")
 GRPO_EPS = 1e-6
 WHITEN_EPS = 1e-6
-
-Json = dict[str, Any]
 
 
 @dataclass

@@ -41,13 +41,13 @@ import numpy as np
 
 from steplake.batches.errors import BatchError, SequenceTooLongError
 from steplake.batches.layout import to_rows
+from steplake.types import Json
 
 __all__ = ["MODES", "BACKENDS", "as_rows", "tensorize", "tensorize_rows"]
 
 MODES: tuple[str, ...] = ("padded", "packed")
 BACKENDS: tuple[str, ...] = ("numpy", "torch")
 
-Json = dict[str, Any]
 Rows = Sequence[Mapping[str, Any]]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import CaptureFailedError
+from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure
 from ..upstreams.openai_compat import sse_events
 from .anthropic_wire import (
@@ -33,8 +34,6 @@ from .validate import check_anthropic
 
 if TYPE_CHECKING:
     from .core import Gateway
-
-Json = dict[str, Any]
 
 
 def answer_message(ch: ChoiceAcc, body: Json) -> Json:

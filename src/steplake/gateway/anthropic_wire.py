@@ -28,7 +28,8 @@ from typing import Any
 
 import orjson
 
-Json = dict[str, Any]
+from ..types import Json
+
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
 

@@ -22,8 +22,8 @@ from starlette.requests import Request
 
 from ..errors import BadRequestError
 from ..records import ID_RE, NAME_RE, json_problem
+from ..types import Json
 
-Json = dict[str, Any]
 MAX_LOOKUPS = 4  # assistant-ending prefixes tried per request, longest first
 
 

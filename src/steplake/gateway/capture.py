@@ -20,13 +20,13 @@ from typing import Any
 from ..errors import CaptureFailedError, SteplakeError
 from ..pool.pool import Pool
 from ..records import Step, StepResponse, TokenSource
+from ..types import Json
 from ..upstreams.base import Upstream
 from ..upstreams.tokenizer import FallbackTokenizer
 from .attribution import Attribution, ExchangeIndex, exchange_hash, new_group_id, new_hex
 from .tokens import AnswerAcc, ChoiceAcc
 
 log = logging.getLogger("steplake.gateway.capture")
-Json = dict[str, Any]
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "n", "stop",
                  "seed", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias",
                  "tool_choice", "response_format", "stop_sequences", "parallel_tool_calls")

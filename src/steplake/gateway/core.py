@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import Settings
 from ..errors import SteplakeError
 from ..pool.pool import Pool
+from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure, parse_upstream
 from ..upstreams.local import LocalModelProcess
 from ..upstreams.openai_compat import UpstreamClient
@@ -29,7 +30,6 @@ from .http import Protocol, steplake_error_response, upstream_error_response
 from .policy import STALE, CallGate, PolicyPublisher, Ticket
 
 log = logging.getLogger("steplake.gateway")
-Json = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
 SWITCH_INTERVAL = 0.0005
 T = TypeVar("T")

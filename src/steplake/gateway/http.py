@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ANTHROPIC_TYPES, BadRequestError, PayloadTooLargeError, SteplakeError, UpstreamFailure
+from ..types import Json
 
 Protocol = Literal["openai", "anthropic"]
-Json = dict[str, Any]
 
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 429: "rate_limit_error", 502: "upstream_error",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import CaptureFailedError
+from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure
 from ..upstreams.openai_compat import ask_for_ids_chat, ask_for_ids_completion, sse_events
 from .attribution import from_request
@@ -25,7 +26,6 @@ from .validate import check_chat, check_choice_ids, check_completion
 if TYPE_CHECKING:
     from .core import Gateway
 
-Json = dict[str, Any]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 

@@ -28,11 +28,11 @@ from starlette.types import Receive, Scope, Send
 from ..config import Settings
 from ..errors import ConflictError, PolicyReloadError, ServiceUnavailableError, ValidationError
 from ..pool.pool import Pool
+from ..types import Json
 from ..upstreams.base import RELOADABLE, Upstream, UpstreamFailure
 from ..upstreams.openai_compat import UpstreamClient
 from ..upstreams.routing import UpstreamPool
 
-Json = dict[str, Any]
 STALE = "stale_weights"  # Upstream.extra key: serves weights of a publish that was not recorded
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..records import MAX_JSON_DEPTH, json_problem
+from ..types import Json
 from ..upstreams.base import UpstreamFailure
 
-Json = dict[str, Any]
 MAX_MODEL = 256  # Step.model
 MAX_FINISH_REASON = 64  # Step.finish_reason
 

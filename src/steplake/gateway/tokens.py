@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import INT32_MAX, INT32_MIN
-
-Json = dict[str, Any]
+from ..types import Json
 
 
 def _ints(v: Any) -> list[int] | None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from ..errors import BadRequestError
 from ..records import ID_RE, MAX_JSON_DEPTH, NAME_RE, json_problem
+from ..types import Json
 
-Json = dict[str, Any]
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MAX_MODEL = 256  # Step.model
 

@@ -8,13 +8,14 @@ for its commit, so the step can be completed or rewarded right away); without on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import BadRequestError
 from ..records import ID_RE
+from ..types import Json
 from ..upstreams.base import Upstream
 from .attribution import Attribution
 from .capture import CallContext, sampling_of
@@ -27,7 +28,6 @@ from .validate import check_channel, check_common, check_depth, check_metadata, 
 if TYPE_CHECKING:
     from .core import Gateway
 
-Json = dict[str, Any]
 ALLOWED = {"prompt_ids", "sampling", "trajectory_id", "group_id", "channel", "metadata", "model"}
 
 

@@ -37,12 +37,12 @@ from ..rewards import score_group as run_group
 from ..rewards import score_trajectory as run_one
 from ..store.availability import Backoff, is_unavailable
 from ..store.claims import ClaimKey
+from ..types import Json
 
 if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("steplake.rewards")
-Json = dict[str, Any]
 KINDS = frozenset({"trajectory", "group"})
 STALE_MARGIN_S = 60.0  # a claim older than its function's timeout plus this is taken over (its server died)
 

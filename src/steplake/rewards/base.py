@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from steplake.errors import ConfigError
+from steplake.types import Json
 
-JSON = dict[str, Any]
+JSON = Json  # the reward modules' name for it
 
 
 class RewardConfigError(ConfigError):

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from ..types import Json
 from .claims import ClaimKey
-
-Json = dict[str, Any]
 
 
 @dataclass

@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..types import Json
 from .base import Upstream, UpstreamFailure
 
-Json = dict[str, Any]
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _SSE_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
