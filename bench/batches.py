@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here (bench/compare.py)")
     ap.add_argument("--pool", type=Path, default=None,
                     help="keep the pool in this SQLite file and reuse it when it exists (its leases stay taken)")
     a = ap.parse_args()
@@ -202,6 +203,8 @@ def main() -> None:
         finally:
             store.close()
         console.print(table(results, a.pool_steps, a.groups))
+        if a.json:
+            a.json.write_bytes(orjson.dumps({"bench": "batches", "results": results}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -306,6 +306,7 @@ def main() -> None:
     ap.add_argument("--pool-steps", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here (bench/compare.py)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="steplake-bench-"))
     try:
@@ -337,6 +338,8 @@ def main() -> None:
         print("\n| measure | result | target | verdict |\n| --- | --- | --- | --- |")
         for r in rows:
             print("| " + " | ".join(r) + " |")
+        if a.json:
+            a.json.write_bytes(orjson.dumps({"bench": "pool", "db": a.db, "rows": rows}))
         shutil.rmtree(tmp, ignore_errors=True)
 
 
