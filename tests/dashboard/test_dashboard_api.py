@@ -13,10 +13,11 @@ import pytest
 
 from steplake.app import create_app
 from steplake.config import Settings
-from steplake.dashboard import queries
-from steplake.dashboard.queries import _first_seq_since, overview, reward_histogram
 from steplake.dashboard.routes import CSP, STATIC
+from steplake.store import overview as queries
+from steplake.store.overview import first_seq_since, reward_histogram
 from steplake.store.sqlite import SqliteStore
+from steplake.store.sqlite_overview import SqliteOverviewSource
 
 from .producer import math_steps
 
@@ -106,15 +107,15 @@ def test_window_start_is_found_by_binary_search(tmp_path: Path, monkeypatch: pyt
         conn = store._reader()
         seqs = [s for (s,) in conn.execute("SELECT seq FROM steps ORDER BY seq")]
         for since in (0, 1000 + 10 * seqs[0], 1000 + 10 * seqs[57] - 5, 1000 + 10 * seqs[-1]):
-            first = _first_seq_since(conn, since)
+            first = first_seq_since(SqliteOverviewSource(conn), since)
             expected = min(s for s in seqs if 1000 + 10 * s >= since)
             assert first is not None and min(s for s in seqs if s >= first) == expected
-        assert _first_seq_since(conn, 1e12) is None
-        o = overview(store, 0, window=600, bucket=60, now=1000 + 10 * seqs[-1])
+        assert first_seq_since(SqliteOverviewSource(conn), 1e12) is None
+        o = store.read_overview(0, window=600, bucket=60, now=1000 + 10 * seqs[-1])
         assert sum(p["steps"] for p in o["series"]["points"]) == 61
-        assert sum(p["steps"] for p in overview(store, 0, 600, 60, now=time.time())["series"]["points"]) == 0
+        assert sum(p["steps"] for p in store.read_overview(0, 600, 60, now=time.time())["series"]["points"]) == 0
         monkeypatch.setattr(queries, "EXACT_ROWS", 10)  # older buckets are counted from the sequence
-        points = overview(store, 0, window=600, bucket=30, now=1000 + 10 * seqs[-1])["series"]["points"]
+        points = store.read_overview(0, window=600, bucket=30, now=1000 + 10 * seqs[-1])["series"]["points"]
         assert sum(p["steps"] for p in points) == 61
         assert any(p["estimated"] for p in points) and not points[-1]["estimated"]
         assert [p["steps"] for p in points if p["steps"]] == [3] * 20 + [1]  # 10 s apart, 30 s buckets
@@ -173,37 +174,14 @@ async def test_curate_everything_matching_a_filter(client: httpx.AsyncClient) ->
         assert bad.status_code == 422, (body, bad.text)
 
 
-class ProtocolOnly:
-    """A real SqliteStore seen only through the Store protocol (as the PostgreSQL store is)."""
-
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
-
-    def list_steps(self, *a: object, **k: object) -> object:
-        return self._store.list_steps(*a, **k)  # type: ignore[arg-type]
-
-    def list_trajectories(self, *a: object, **k: object) -> object:
-        return self._store.list_trajectories(*a, **k)  # type: ignore[arg-type]
-
-    def stats(self) -> object:
-        return self._store.stats()
-
-
-async def test_overview_through_the_store_protocol(client: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_overview_counts_curation_exactly(client: httpx.AsyncClient) -> None:
+    """The overview's funnel is counted by the store, never sampled (the same on PostgreSQL:
+    tests/store/test_contract.py)."""
     await seed(client, "gp", [1.0, 0.0], fork=True)
     await client.post("/api/v1/curation", json={"trajectory_ids": ["gp-t1"], "trainable": False})
-    store = SqliteStore(tmp_path / "pool.db")
-    store.open()
-    try:
-        fast = overview(store, 0, 600, 60)
-        slow = overview(ProtocolOnly(store), 0, 600, 60)  # type: ignore[arg-type]
-    finally:
-        store.close()
-    assert slow["sampled"] is True and fast["sampled"] is False
-    for key in ("rewards", "policy", "channels"):
-        assert slow[key] == fast[key], key
-    assert [p["steps"] for p in slow["series"]["points"]] == [p["steps"] for p in fast["series"]["points"]]
-    assert [p["forks"] for p in slow["series"]["points"]] == [p["forks"] for p in fast["series"]["points"]]
-    stages = {s["name"]: s["count"] for s in slow["funnel"]["stages"]}
+    o = (await client.get("/api/v1/dashboard/overview", params={"window": 600, "bucket": 60})).json()
+    assert o["sampled"] is False
+    stages = {s["name"]: s["count"] for s in o["funnel"]["stages"]}
     assert stages["collected"] == 2 and stages["rewarded"] == 2 and stages["curated"] == 1
-    assert slow["funnel"]["untrainable"] == fast["funnel"]["untrainable"] == 1
+    assert o["funnel"]["untrainable"] == 1
+    assert sum(p["forks"] for p in o["series"]["points"]) == 2

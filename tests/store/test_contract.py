@@ -296,6 +296,86 @@ def test_audit_log_pages_newest_first_with_filters(store: Any) -> None:
             store.list_audit({}, bad, 10)
 
 
+def _overview_pool(store: Any) -> None:
+    """Every funnel stage, two channels, two policy versions, forks; step k is created at 1000 + 10 k."""
+    order: list[str] = []
+
+    def add(*steps: Step) -> None:
+        store.append_steps(list(steps))
+        order.extend(s.step_id for s in steps if s.step_id)
+
+    store.create_group("og", 2, "train", {}, ["o0", "o1"])
+    for tid in ("o0", "o1"):
+        add(st(tid, 0, P, [1, 2, 3]))
+        add(st(tid, 1, P + [1, 2, 3, 7], [4]))
+        add(st(tid, 2, [55] * 40, [5], finish_reason="stop"))  # a fork
+    store.complete_trajectory("o0", 1.0)
+    store.complete_trajectory("o1", 0.25)
+    store.publish_policy(1, None, None)
+    store.create_group("op", 2, "train", {}, ["p0", "p1"])
+    for tid, reward in (("p0", 0.5), ("p1", 0.0)):
+        add(st(tid, 0, P, [9]))
+        store.complete_trajectory(tid, reward)
+    add(st("e0", 0, P, [1], channel="eval", finish_reason="length"))
+    assert store.sweep_idle(300, now=time.time() + 1000) == 1  # e0: abandoned
+    add(st("open", 0, P, [1], channel="eval"))
+    store.curate(CurationIn(trajectory_ids=["o1"], trainable=False))
+    store.curate(CurationIn(trajectory_ids=["p0"], quality="good"))
+    store.ack_batch(store.select_batch(BatchIn(channel="train", groups=1)).batch_id)
+    assert len(store.select_batch(BatchIn(channel="train", groups=1)).groups) == 1
+    at = [(1000.0 + 10 * k, sid) for k, sid in enumerate(order)]  # the stores stamp the wall clock
+    if hasattr(store, "path"):
+        import sqlite3
+
+        raw = sqlite3.connect(store.path)
+        with raw:
+            raw.executemany("UPDATE steps SET created_at = ? WHERE step_id = ?", at)
+        raw.close()
+    else:
+        with store._conn() as conn:
+            conn.cursor().executemany("UPDATE steps SET created_at = %s WHERE step_id = %s", at)
+
+
+@pytest.mark.postgres
+def test_overview_is_the_same_json_on_every_backend(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``read_overview`` counts (never samples) and answers the same JSON from SQLite and PostgreSQL."""
+    from steplake.store import overview
+    from tests.conftest import BACKENDS, make_store
+
+    answers: dict[str, list[Any]] = {}
+    for backend in BACKENDS:
+        store = make_store(backend, tmp_path)
+        store.open()
+        try:
+            _overview_pool(store)
+            exact = store.read_overview(1, window=600, bucket=30, now=1090.0)
+            monkeypatch.setattr(overview, "EXACT_ROWS", 4)  # older buckets counted from the step sequence
+            estimated = store.read_overview(1, window=600, bucket=30, now=1090.0)
+            monkeypatch.undo()
+            empty = store.read_overview(1, window=600, bucket=30, now=1e9)
+        finally:
+            store.close()
+        answers[backend] = [exact, estimated, empty]
+        assert exact["sampled"] is False and exact["generated_at"] == 1090.0
+        points = exact["series"]["points"]
+        assert [p["steps"] for p in points if p["steps"]] == [2, 3, 3, 2] and not any(p["estimated"] for p in points)
+        assert [p["forks"] for p in points if p["steps"]] == [0, 1, 1, 0]
+        assert sum(p["tokens"] for p in points) == 2 * (43 + 45 + 41) + 4 * 41  # prompt + response ids
+        est = [(p["steps"], p["estimated"]) for p in estimated["series"]["points"] if p["steps"]]
+        assert est == [(2, True), (3, True), (3, True), (2, False)]
+        stages = {s["name"]: s["count"] for s in exact["funnel"]["stages"]}
+        assert stages == {"collected": 6, "complete": 4, "rewarded": 4, "curated": 2, "ready": 4, "leased": 2,
+                          "consumed": 2}
+        assert (exact["funnel"]["abandoned"], exact["funnel"]["untrainable"]) == (1, 1)
+        assert exact["rewards"]["n"] == 4 and exact["rewards"]["mean"] == pytest.approx(0.4375)
+        assert exact["policy"]["versions"] == [{"version": 1, "trajectories": 4, "staleness": 0},
+                                               {"version": 0, "trajectories": 2, "staleness": 1}]
+        assert exact["channels"] == ["eval", "train"]
+        assert sum(p["steps"] for p in empty["series"]["points"]) == 0 and empty["funnel"] == exact["funnel"]
+    first = next(iter(answers.values()))
+    assert all(a == first for a in answers.values()), "backends answer different overviews"
+
+
 def test_reward_claims_one_owner_per_function_version(store: Any) -> None:
     store.create_trajectory("rc", None, None, None, {})
     keys = [("rc", "judge", "1"), ("rc", "rm", "2")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -89,7 +88,7 @@ async def delete_session(request: Request) -> Response:
 
 @router.get("/keys", summary="List API keys (never their secrets)")
 async def list_keys(request: Request) -> Response:
-    keys = await asyncio.to_thread(pool_of(request).store.list_keys)
+    keys = await pool_of(request).list_keys()
     return ok({"items": [asdict(k) for k in keys], "next_cursor": None})
 
 
@@ -97,7 +96,7 @@ async def list_keys(request: Request) -> Response:
              summary="Create an API key; the secret is shown once")
 async def create_key(request: Request) -> Response:
     body = await read_model(request, KeyIn)
-    rec, secret = await asyncio.to_thread(pool_of(request).store.create_key, body.scope, body.name, body.binding)
+    rec, secret = await pool_of(request).create_key(body.scope, body.name, body.binding)
     auth_of(request).invalidate()
     return ok({**asdict(rec), "secret": secret}, 201)
 

@@ -38,12 +38,12 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import AuthenticationError, ConflictError, PermissionDeniedError, SteplakeError, StoreError
-from ..store.base import KeyRecord, Store
+from ..store.base import KeyRecord
 from .errors import error_response
 
 CACHE_SECONDS = 2.0
@@ -101,11 +101,20 @@ class _Session:
     expires_at: float
 
 
+class KeyBook(Protocol):
+    """The key calls ``Auth`` makes (the Pool answers them)."""
+
+    async def has_keys(self) -> bool: ...
+    async def list_keys(self) -> list[KeyRecord]: ...
+    async def revoke_key(self, key_id: str) -> bool: ...
+    async def lookup_key(self, secret: str) -> KeyRecord | None: ...
+
+
 class Auth:
     """Key checks with a short cache, and the in-memory dashboard sessions (lost on restart)."""
 
-    def __init__(self, store: Store, *, loopback: bool = True) -> None:
-        self.store = store
+    def __init__(self, keys: KeyBook, *, loopback: bool = True) -> None:
+        self.keys = keys
         self.loopback = loopback  # bound to loopback only: revoking the last admin key is allowed
         self._keys_seen = False  # sticky: once keys were required, they stay required
         self._revoke_lock = asyncio.Lock()
@@ -126,7 +135,7 @@ class Auth:
             return True
         now = time.monotonic()
         if self._has_keys is None or self._has_keys[1] < now:
-            has = await asyncio.to_thread(self.store.has_keys)
+            has = await self.keys.has_keys()
             self._has_keys = (has, now + CACHE_SECONDS)
         self._keys_seen = self._has_keys[0]
         return self._has_keys[0]
@@ -136,14 +145,14 @@ class Auth:
         active admin key may not be revoked (``ConflictError``): nobody could administer the server then."""
         async with self._revoke_lock:
             if not self.loopback:
-                keys = await asyncio.to_thread(self.store.list_keys)
+                keys = await self.keys.list_keys()
                 admins = {k.key_id for k in keys if k.scope == "admin" and k.revoked_at is None and k.binding is None}
                 if admins == {key_id}:
                     raise ConflictError(
                         f"refusing to revoke {key_id!r}, the last admin key of a server that listens beyond "
                         "loopback; create another admin key first (POST /api/v1/keys, "
                         "'steplake keys create --scope admin')", code="last_admin_key")
-            revoked = await asyncio.to_thread(self.store.revoke_key, key_id)
+            revoked = await self.keys.revoke_key(key_id)
         self.invalidate()
         return revoked
 
@@ -152,7 +161,7 @@ class Auth:
         hit = self._lookups.get(secret)
         if hit is not None and hit[1] >= now:
             return hit[0]
-        rec = await asyncio.to_thread(self.store.lookup_key, secret)
+        rec = await self.keys.lookup_key(secret)
         if rec is not None and rec.revoked_at is not None:
             rec = None
         if len(self._lookups) > 10_000:
@@ -173,7 +182,7 @@ class Auth:
     async def _key_active(self, key_id: str) -> bool:
         now = time.monotonic()
         if self._active_ids is None or self._active_ids[1] < now:
-            keys = await asyncio.to_thread(self.store.list_keys)
+            keys = await self.keys.list_keys()
             self._active_ids = ({k.key_id for k in keys if k.revoked_at is None}, now + CACHE_SECONDS)
         return key_id in self._active_ids[0]
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import NotFoundError
 from ..records import BatchIn, PolicyIn
 from .common import documented_body, gateway_of, pool_of, settings_of
 from .params import PathId
@@ -31,10 +29,7 @@ async def ack_batch(request: Request, batch_id: PathId) -> Response:
 
 @router.get("/batches/{batch_id}", summary="A recorded batch")
 async def get_batch(request: Request, batch_id: PathId) -> Response:
-    b = await asyncio.to_thread(pool_of(request).store.get_batch, batch_id)
-    if b is None:
-        raise NotFoundError(f"batch {batch_id!r} not found", code="batch_not_found")
-    return ok(b)
+    return ok(await pool_of(request).get_batch(batch_id))
 
 
 @router.post("/policy", openapi_extra=documented_body(PolicyIn),

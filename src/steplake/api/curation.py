@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,8 +25,7 @@ async def post_reward(request: Request) -> Response:
 async def list_rewards(request: Request, trajectory_id: IdFilter = None, step_id: IdFilter = None) -> Response:
     if trajectory_id is None and step_id is None:
         raise BadRequestError("give trajectory_id or step_id", code="missing_target")
-    store = pool_of(request).store
-    items = await asyncio.to_thread(store.list_rewards, trajectory_id, step_id)
+    items = await pool_of(request).list_rewards(trajectory_id, step_id)
     return ok({"items": [redact_reward(r) for r in items], "next_cursor": None})  # old records: params masked
 
 
@@ -55,5 +52,5 @@ async def post_feedback(request: Request) -> Response:
 async def list_feedback(request: Request, trajectory_id: IdFilter = None, step_id: IdFilter = None,
                         kind: FeedbackKind | None = None) -> Response:
     filters = compact(trajectory_id=trajectory_id, step_id=step_id, kind=kind)
-    items = await asyncio.to_thread(pool_of(request).store.list_feedback, filters)
+    items = await pool_of(request).list_feedback(filters)
     return ok({"items": items, "next_cursor": None})

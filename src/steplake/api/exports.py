@@ -35,6 +35,7 @@ from ..config import Settings
 from ..errors import ConflictError, NotFoundError, SteplakeError
 from ..exports import export_pool
 from ..records import Metadata, NoNul, Recipe
+from ..store.base import Store
 from ..store.filters import parse_cursor
 from .common import documented_body, pool_of, settings_of
 from .params import Cursor, Limit
@@ -71,7 +72,7 @@ def _safe_part(text: str) -> str:
 def exports_root(settings: Settings, store: Any = None) -> Path:
     """This pool's exports folder: ``<db dir>/<db file name>.exports`` for SQLite,
     ``./steplake-exports/<host>_<port>_<database>_<schema>`` for PostgreSQL (``store`` wins over
-    ``settings.db`` when given: its path, or its URL and schema)."""
+    ``settings.db`` when given: its path, or its URL and schema; a store or the pool's ``store_address``)."""
     db = str(getattr(store, "url", None) or getattr(store, "path", None) or settings.db)
     if db.startswith(("postgresql://", "postgres://")):
         from urllib.parse import parse_qsl, urlsplit
@@ -89,7 +90,7 @@ def exports_root(settings: Settings, store: Any = None) -> Path:
 
 
 def _root_of(request: Request) -> Path:
-    return exports_root(settings_of(request), pool_of(request).store)
+    return exports_root(settings_of(request), pool_of(request).store_address)
 
 
 def _scrub(err: SteplakeError, root: Path) -> None:
@@ -135,7 +136,7 @@ def _new_id() -> str:
     return time.strftime("exp-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
 
 
-def _run_export(root: Path, store: Any, body: ExportIn) -> dict[str, Any]:
+def _run_export(store: Store, root: Path, body: ExportIn) -> dict[str, Any]:
     export_id = body.name or _new_id()
     source = None
     if body.from_manifest is not None:
@@ -167,7 +168,7 @@ def _run_export(root: Path, store: Any, body: ExportIn) -> dict[str, Any]:
              summary="Export steps (jsonl / parquet / hf) with a manifest; from_manifest reproduces one")
 async def post_export(request: Request) -> Response:
     body = await read_model(request, ExportIn)
-    return ok(await asyncio.to_thread(_run_export, _root_of(request), pool_of(request).store, body), 201)
+    return ok(await pool_of(request).run_job(_run_export, _root_of(request), body), 201)
 
 
 def _list(root: Path) -> list[dict[str, Any]]:

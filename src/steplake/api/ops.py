@@ -25,13 +25,12 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Store and upstream ready; 503 when not (also while writes fail: disk full)")
 async def readyz(request: Request) -> Response:
     checks: dict[str, bool | None] = {"store": False, "storage": False, "gateway": None}
-    store = pool_of(request).store
+    pool = pool_of(request)
     with contextlib.suppress(Exception):  # during a known outage: not ready at once (the store probes itself)
-        checks["store"] = pool_of(request).availability.available and bool(
-            await asyncio.wait_for(asyncio.to_thread(store.ping), 5.0))
+        checks["store"] = pool.availability.available and bool(await asyncio.wait_for(pool.ping(), 5.0))
     problem: str | None = "cannot check the storage"
     with contextlib.suppress(Exception):
-        problem = await asyncio.wait_for(asyncio.to_thread(store.storage_problem), 5.0)
+        problem = await asyncio.wait_for(pool.storage_problem(), 5.0)
     checks["storage"] = problem is None
     gateway = gateway_of(request)
     reasons: dict[str, str] = {}

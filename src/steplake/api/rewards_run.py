@@ -7,7 +7,6 @@ keeps the old ones; the trajectory's scalar follows the latest. 400 ``no_rewards
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter
@@ -37,14 +36,14 @@ class RewardsRunIn(BaseModel):
     version: Annotated[str, Field(min_length=1, max_length=64), NoNul] | None = None
 
 
-def _matching(store: Any, raw: dict[str, Any]) -> list[str]:
+def _run_filter(raw: dict[str, Any]) -> dict[str, Any]:
+    """The list filter of a reward run (complete trajectories unless it says otherwise)."""
     f = normalize_filters(raw)
     local = sorted(set(f) & LOCAL_FILTERS)
     if local:
         raise BadRequestError(f"filter(s) {', '.join(local)} do not apply to reward runs", code="bad_filter")
     f.setdefault("status", "complete")
-    ids: list[str] = store.trajectory_ids_matching(f, MAX_TRAJECTORIES)
-    return ids
+    return f
 
 
 @router.post("/rewards/run", openapi_extra=documented_body(RewardsRunIn),
@@ -58,7 +57,7 @@ async def run_rewards(request: Request) -> Response:
         raise BadRequestError("give trajectory_ids or filter", code="missing_target")
     tids = list(body.trajectory_ids or [])
     if body.filter is not None:
-        tids += await asyncio.to_thread(_matching, pool.store, body.filter)
+        tids += await pool.trajectory_ids_matching(_run_filter(body.filter), MAX_TRAJECTORIES)
     rewards = await pool.run_rewards(list(dict.fromkeys(tids)), version=body.version)
     return ok({"scored": len(rewards), "trajectories": len(set(tids)), "rewards": rewards})
 

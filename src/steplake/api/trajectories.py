@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,8 +41,7 @@ async def post_trajectory(request: Request) -> Response:
     if body.session_key:
         binding = {"trajectory_id": tid, "group_id": body.group_id, "channel": body.channel,
                    "metadata": body.metadata or None}
-        rec, secret = await asyncio.to_thread(pool.store.create_key, "agent", "session",
-                                              {k: v for k, v in binding.items() if v is not None})
+        rec, secret = await pool.create_key("agent", "session", {k: v for k, v in binding.items() if v is not None})
         # no cache to invalidate: a new secret was never looked up, and bound keys leave has_keys() as it was
         answer.update(api_key=secret, key_id=rec.key_id)
     return ok(answer, 201)

@@ -25,7 +25,6 @@ from ..api.params import RequiredId
 from ..errors import NotFoundError, SteplakeError, ValidationError
 from ..records import INT32_MAX, CurationIn
 from ..store.base import Json
-from .queries import overview
 from .tokens import decoder_of
 
 STATIC = Path(__file__).parent / "static"
@@ -103,8 +102,7 @@ async def get_overview(
     now = time.monotonic()
     if hit is None or now - hit[0] > OVERVIEW_TTL or (hit[1].is_set() and now - hit[0] > OVERVIEW_MIN_AGE):
         marker = pool.change_marker()
-        stats, agg = await asyncio.gather(pool.stats(), asyncio.to_thread(
-            overview, pool.store, pool.policy_version, window, bucket))
+        stats, agg = await asyncio.gather(pool.stats(), pool.overview(window, bucket))
         gateway = getattr(state, "gateway", None)
         stats["gateway"] = gateway.stats() if gateway is not None else None
         hit = (now, marker, {**agg, "stats": stats})
@@ -186,7 +184,7 @@ async def curate_matching(request: Request) -> Response:
         raise ValidationError(f"unknown filter(s): {', '.join(sorted(unknown))[:300]}", code="unknown_filter")
     filters = normalize_filters(body.filters)
     pool = request.app.state.pool
-    ids: list[str] = await asyncio.to_thread(pool.store.trajectory_ids_matching, filters, MAX_MATCHING + 1)
+    ids: list[str] = await pool.trajectory_ids_matching(filters, MAX_MATCHING + 1)
     if len(ids) > MAX_MATCHING:
         raise ValidationError(f"more than {MAX_MATCHING} trajectories match; narrow the filter", code="too_many")
     if not ids:

@@ -162,12 +162,9 @@ class ExchangeIndex:
 
 
 class KeyBindings(Protocol):
-    """What the gateway needs of ``steplake.api.auth.Auth``: the (cached) session binding of a call's key,
-    and forgetting the cache when the gateway moves a session key to a new trajectory."""
+    """What the gateway needs of ``steplake.api.auth.Auth``: the (cached) session binding of a call's key."""
 
     async def binding_of(self, headers: Mapping[str, str]) -> tuple[str, Json] | None: ...
-
-    def invalidate(self) -> None: ...
 
 
 @dataclass

@@ -12,18 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ..errors import NotFoundError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from ..store.availability import Backoff, StoreAvailability, is_unavailable
 from ..store.base import AppendResult, Json, Page, Store
-
-if TYPE_CHECKING:
-    from ..rewards import RewardEnv
+from .access import StoreAccess
 
 log = logging.getLogger("steplake.pool")
 T = TypeVar("T")
+P = ParamSpec("P")
 POLICY_CHECK_S = 0.25  # the policy follower reads the published version at most this often
 
 
@@ -39,15 +38,13 @@ class CaptureStats:
                 "last_error": self.last_error}
 
 
-class Pool:
+class Pool(StoreAccess):
     """Async API of the pool. Create with a store, then ``await start()``; ``await stop()`` at the end."""
 
     def __init__(self, store: Store, *, idle_timeout: float = 300.0, sweep_interval: float | None = None,
                  event_poll_interval: float = 0.5, rewards: dict[str, Any] | None = None,
-                 retention: dict[str, float] | None = None, prune_interval: float = 3600.0,
-                 reward_env: Callable[[], RewardEnv] | None = None) -> None:
+                 retention: dict[str, float] | None = None, prune_interval: float = 3600.0) -> None:
         self.store = store
-        self.reward_env = reward_env  # what reward functions are lent (LLM judges: the gateway's upstream)
         self.retention = retention or {}
         self.prune_interval = prune_interval
         self.reward_config = rewards or {}
@@ -72,13 +69,14 @@ class Pool:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         await self._run(self.store.open)
-        self.store.set_commit_hook(self.notify)  # long polls and event streams wake at each commit
+        if hasattr(self.store, "on_commit"):
+            self.store.on_commit = self.notify
         self.availability.watch(lambda _available: self.notify())  # waiters find out (SSE error events)
         self._policy = await self._run(self.store.get_policy)
         if self.reward_config:
             from .rewarder import Rewarder
 
-            self.rewarder = Rewarder(self, self.reward_config, self.reward_env)
+            self.rewarder = Rewarder(self, self.reward_config)
             self.rewarder.start(await self._run(self.store.last_event_id))
         self._tasks.append(asyncio.create_task(self._sweeper()))
         if self.retention:
@@ -98,7 +96,7 @@ class Pool:
         await self._drain()
         await asyncio.to_thread(self.store.close)
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call in a worker thread, counted until the thread is done (even if we are cancelled).
         A call cancelled while still queued never runs: it is uncounted here, or ``stop`` would wait for it."""
         state = {"started": False, "dropped": False}
@@ -461,6 +459,10 @@ class Pool:
                 await self.wait_on(marker, heartbeat)
                 if not marker.is_set():
                     yield None
+
+    async def overview(self, window: float, bucket: float) -> Json:
+        """The dashboard overview's aggregates (``Store.read_overview``) at the current policy version."""
+        return await self._run(self.store.read_overview, self.policy_version, window, bucket, time.time())
 
     async def stats(self) -> Json:
         """Counters of the store and this process; during a known outage only this process's own (the

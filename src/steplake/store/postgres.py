@@ -32,15 +32,14 @@ from .availability import Backoff, StoreAvailability, is_unavailable
 from .base import AppendResult, BatchSelection, Json, KeyRecord
 from .claims import ClaimKey
 from .codec import dumps
-from .dialect import POSTGRES
-from .encode import index_existing_text
+from .encode import backfill_text
 from .keys import check_binding
 from .postgres_append import PgAppend
+from .postgres_overview import PgOverview
 from .postgres_reads import PgReads
-from .postgres_schema import PG_MIGRATIONS, PG_TEXT_INDEX_VERSION
+from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PG_TEXT_INDEX_VERSION
 from .postgres_select import pg_select_groups
 from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, note_storage, run_tx
-from .upgrade import record_version, upgrade_schema
 
 log = logging.getLogger("steplake.store")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -64,6 +63,15 @@ def connect_kwargs(schema: str) -> dict[str, Any]:
     return {"autocommit": True, "options": f"-c search_path={schema}", "application_name": "steplake"}
 
 
+def pg_index_existing_text(conn: psycopg.Connection[Any], chunk: int = 5000) -> None:
+    """Fill the message-search table from steps stored before it existed (inside the migration)."""
+    def insert(rows: list[tuple[int, str, str]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO step_text(seq, trajectory_id, text) VALUES (%s, %s, %s)", rows)
+    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc, continuity FROM steps WHERE seq > %s"
+                                             " ORDER BY seq LIMIT %s", (after, chunk)).fetchall(), insert)
+
+
 def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
     """A pg_trgm GIN index makes message search (ILIKE) an index lookup; without the extension (no right to
     create it) search still works, scanning the text table."""
@@ -79,10 +87,9 @@ def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
         log.warning("message search without a trigram index (pg_trgm unavailable: %s)", str(e).strip())
 
 
-class PostgresStore(PgReads, PgAppend, PgAudit):
+class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
-                 pool_size: int = 8, commit_window_ms: float = 0.0, reward_weights: dict[str, float] | None = None
-                 ) -> None:
+                 pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
         self.url, url_schema = split_schema(url)
         self.schema = schema or url_schema or "public"
         if not SCHEMA_RE.match(self.schema):
@@ -90,7 +97,7 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
         self.drop_schema_on_close = drop_schema_on_close
         self.pool_size = pool_size
         self.commit_window_ms = commit_window_ms
-        self.reward_weights: dict[str, float] = dict(reward_weights or {})  # component → weight (rewards config)
+        self.reward_weights: dict[str, float] = {}
         self.on_commit: Callable[[], None] | None = None
         self._pool: ConnectionPool[Any] | None = None
         self._committer: GroupCommitter | None = None
@@ -126,19 +133,25 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("steplake-migrate", self.schema),))
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
-            version = upgrade_schema(conn.execute, PG_MIGRATIONS)
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > PG_SCHEMA_VERSION:
+                raise StoreError(f"database schema v{version} is newer than this steplake (v{PG_SCHEMA_VERSION})")
+            for sql in PG_MIGRATIONS[version:]:
+                for stmt in sql.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
             if 0 < version < PG_TEXT_INDEX_VERSION:
-                index_existing_text(conn, POSTGRES)
+                pg_index_existing_text(conn)
             if version < PG_TEXT_INDEX_VERSION:
                 pg_trigram_index(conn)
-            record_version(conn.execute, POSTGRES, len(PG_MIGRATIONS))
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) ON CONFLICT (key)"
+                         " DO UPDATE SET value = excluded.value", (str(PG_SCHEMA_VERSION),))
 
     def _committed(self) -> None:
         if self.on_commit is not None:
             self.on_commit()
-
-    def set_commit_hook(self, hook: Callable[[], None] | None) -> None:
-        self.on_commit = hook
 
     def _listen(self) -> None:
         """Wake this process when any server commits (NOTIFY is sent at the end of every write). The
@@ -364,9 +377,25 @@ class PostgresStore(PgReads, PgAppend, PgAudit):
             lambda tx: self._w_publish_policy(tx, self._policy_key, version, weights_path, note))
 
     # -- stats and keys -------------------------------------------------------------------------------------------
-    def _store_info(self) -> Json:
-        return {"backend": "postgresql", "url": redact(self.url), "schema": self.schema,
-                "commits": self._committer.commits if self._committer else 0}
+    def stats(self) -> Json:
+        with self._conn() as conn:
+            counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+            traj = dict(conn.execute("SELECT status, count(*) FROM trajectories GROUP BY status").fetchall())
+            groups = dict(conn.execute("SELECT status, count(*) FROM groups GROUP BY status").fetchall())
+            b = conn.execute("SELECT count(acked_at), count(*) FILTER (WHERE acked_at IS NULL AND lease_expires_at > %s),"
+                             " count(*) FROM batches", (time.time(),)).fetchone()
+        assert b is not None
+        return {
+            "steps": int(counters.get("steps", 0)),
+            "tokens": {"prompt": int(counters.get("prompt_tokens", 0)),
+                       "response": int(counters.get("response_tokens", 0))},
+            "continuity": {k: int(counters.get(f"continuity_{k}", 0)) for k in ("first", "clean", "realigned", "fork")},
+            "trajectories": {k: traj.get(k, 0) for k in ("open", "complete", "abandoned")},
+            "groups": {k: groups.get(k, 0) for k in ("collecting", "ready", "leased", "consumed")},
+            "batches": {"consumed": b[0], "leased": b[1], "total": b[2]},
+            "store": {"backend": "postgresql", "url": redact(self.url), "schema": self.schema,
+                      "commits": self._committer.commits if self._committer else 0},
+        }
 
     def create_key(self, scope: str, name: str | None, binding: Json | None = None) -> tuple[KeyRecord, str]:
         bound = check_binding(scope, binding)

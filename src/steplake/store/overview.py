@@ -1,0 +1,192 @@
+"""The dashboard overview's aggregates, computed once for every backend: steps over time, the reward
+histogram, policy versions, the funnel and the channels (``Store.read_overview``).
+
+A backend supplies an :class:`OverviewSource` on one connection (``store/sqlite_overview.py``,
+``store/postgres_overview.py``): the dialect's bucket expression, a query runner (``?`` placeholders) and a
+batch probe of the step sequence. Everything else (the SQL, the search, the answer) is here, so both
+backends answer the same JSON for the same pool, never a sample (``sampled`` is always false).
+
+Bounded on a large pool: the time series finds its bucket edges by binary search on the step sequence (which
+grows with ``created_at``; the edges are searched together, one probe batch per halving) and reads at most the
+newest ``EXACT_ROWS`` steps (older buckets are counted from the sequence, ``estimated``); the histogram and the
+version counts read the most recent ``SAMPLE`` trajectories; the funnel reads one pass of counters over
+``trajectories`` plus the ``groups`` table; channels skip through the ``(channel, seq)`` index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ..types import Json
+
+Row = tuple[Any, ...]
+SAMPLE = 5000
+EXACT_ROWS = 25_000
+BINS = 20
+MAX_CHANNELS = 100
+
+_SERIES_SQL = ("SELECT {bucket} AS b, count(*), sum(CASE WHEN continuity = 'fork' THEN 1 ELSE 0 END),"
+               " sum(prompt_len + response_len) FROM steps WHERE seq >= ? AND created_at >= ? GROUP BY 1")
+_REWARDS_SQL = ("SELECT reward FROM (SELECT reward, seq FROM trajectories ORDER BY seq DESC LIMIT ?) AS recent"
+                " WHERE reward IS NOT NULL ORDER BY seq DESC")
+_VERSIONS_SQL = ("SELECT max_policy, count(*) FROM (SELECT max_policy FROM trajectories ORDER BY seq DESC LIMIT ?)"
+                 " AS recent WHERE max_policy IS NOT NULL GROUP BY max_policy")
+_FUNNEL_SQL = (
+    "SELECT count(*), sum(CASE WHEN status = 'complete' THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN status = 'complete' AND reward IS NOT NULL THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN quality != 'unreviewed' OR curated_at IS NOT NULL THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN trainable = 0 THEN 1 ELSE 0 END) FROM trajectories")
+_GROUPS_SQL = "SELECT status, sum(n_complete) FROM groups GROUP BY status"
+
+
+class OverviewSource(Protocol):
+    """One backend connection, as the overview needs it."""
+
+    bucket_sql: str  # SQL of the bucket number of a step: floor(created_at / ?), one '?' for the bucket
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        """Run ``sql`` (``?`` placeholders) and return every row."""
+        ...
+
+    def first_steps(self, mids: Sequence[int]) -> dict[int, tuple[int, float]]:
+        """For each ``mid``: ``(seq, created_at)`` of the first step with ``seq >= mid`` (absent when none)."""
+        ...
+
+
+def compute_overview(src: OverviewSource, policy_version: int, window: float, bucket: float, now: float) -> Json:
+    """Everything the overview charts show, except the live counters of ``/api/v1/stats``."""
+    since = now - window
+    rewards = [float(r) for (r,) in src.rows(_REWARDS_SQL, (SAMPLE,))]
+    versions = {int(v): int(n) for v, n in src.rows(_VERSIONS_SQL, (SAMPLE,))}
+    return {
+        "generated_at": now, "sampled": False,
+        "series": fill_series(step_series(src, since, now, bucket), since, now, bucket),
+        "rewards": reward_histogram(rewards),
+        "policy": policy_summary(versions, policy_version),
+        "funnel": funnel(src), "channels": channels(src),
+    }
+
+
+def seq_bounds(src: OverviewSource) -> tuple[int, int] | None:
+    lo = src.rows("SELECT min(seq) FROM steps")[0][0]  # two queries: each is one b-tree probe
+    hi = src.rows("SELECT max(seq) FROM steps")[0][0]
+    return None if lo is None else (int(lo), int(hi))
+
+
+def seq_edges(src: OverviewSource, times: Sequence[float], lo: int, hi: int) -> list[int]:
+    """For each ``t`` of ``times`` (ascending): the first seq in [lo, hi] whose step has ``created_at >= t``
+    (created_at grows with seq), hi + 1 if none. One binary search per ``t``, probed together."""
+    first = src.first_steps([lo]).get(lo)
+    out = [lo if first is not None else hi + 1] * len(times)
+    ranges = {i: (lo, hi + 1) for i, t in enumerate(times) if first is not None and first[1] < t}
+    while ranges:
+        found = src.first_steps(sorted({(a + b) // 2 for a, b in ranges.values()}))
+        for i, (a, b) in list(ranges.items()):
+            mid = (a + b) // 2
+            row = found.get(mid)
+            if row is None or row[1] >= times[i]:
+                b = mid
+            else:
+                a = row[0] + 1
+            if a < b:
+                ranges[i] = (a, b)
+            else:
+                del ranges[i]
+                out[i] = a
+    return list(itertools.accumulate(out, max))  # never decreasing, even if created_at went back in time
+
+
+def first_seq_since(src: OverviewSource, since: float) -> int | None:
+    """A seq at or before the first step created at ``since`` or later (None when there is none)."""
+    bounds = seq_bounds(src)
+    if bounds is None:
+        return None
+    first = seq_edges(src, [since], *bounds)[0]
+    return None if first > bounds[1] else first
+
+
+def step_series(src: OverviewSource, since: float, now: float, bucket: float) -> dict[int, list[int | None]]:
+    """Steps per bucket. The newest ``EXACT_ROWS`` steps are counted row by row (with forks and tokens); older
+    buckets of a busy window are counted from the step sequence (an estimate that ignores deleted steps)."""
+    bounds = seq_bounds(src)
+    if bounds is None:
+        return {}
+    first_b, last_b = int(since // bucket), int(now // bucket)
+    edges = seq_edges(src, [max(since, b * bucket) for b in range(first_b, last_b + 2)], *bounds)
+    out: dict[int, list[int | None]] = {}
+    exact_from, total = len(edges) - 1, 0
+    while exact_from > 0 and total + edges[exact_from] - edges[exact_from - 1] <= EXACT_ROWS:
+        total += edges[exact_from] - edges[exact_from - 1]
+        exact_from -= 1
+    for i in range(exact_from):
+        if edges[i + 1] > edges[i]:
+            out[first_b + i] = [edges[i + 1] - edges[i], None, None]
+    t0 = max(since, (first_b + exact_from) * bucket)
+    for b, n, forks, tokens in src.rows(_SERIES_SQL.format(bucket=src.bucket_sql), (bucket, edges[exact_from], t0)):
+        out[int(b)] = [int(n), int(forks or 0), int(tokens or 0)]
+    return out
+
+
+def channels(src: OverviewSource, limit: int = MAX_CHANNELS) -> list[str]:
+    """Distinct channels by skipping through the (channel, seq) index: one probe per channel."""
+    out: list[str] = []
+    row = src.rows("SELECT min(channel) FROM trajectories")[0]
+    while row[0] is not None and len(out) < limit:
+        out.append(str(row[0]))
+        row = src.rows("SELECT min(channel) FROM trajectories WHERE channel > ?", (row[0],))[0]
+    return out
+
+
+def funnel(src: OverviewSource) -> Json:
+    total, complete, abandoned, rewarded, curated, untrainable = (int(v or 0) for v in src.rows(_FUNNEL_SQL)[0])
+    by_group = {str(status): int(n or 0) for status, n in src.rows(_GROUPS_SQL)}
+    consumed = by_group.get("consumed", 0)
+    leased = by_group.get("leased", 0)
+    ready = by_group.get("ready", 0) + leased + consumed
+    return {"stages": [
+        {"name": "collected", "count": total},
+        {"name": "complete", "count": complete},
+        {"name": "rewarded", "count": rewarded},
+        {"name": "curated", "count": curated},
+        {"name": "ready", "count": ready},
+        {"name": "leased", "count": leased},
+        {"name": "consumed", "count": consumed},
+    ], "abandoned": abandoned, "untrainable": untrainable, "unit": "trajectories"}
+
+
+def fill_series(series: dict[int, list[int | None]], since: float, now: float, bucket: float) -> Json:
+    first, last = int(since // bucket), int(now // bucket)
+    points = []
+    for b in range(first, last + 1):
+        n, forks, tokens = series.get(b, [0, 0, 0])
+        points.append({"t": b * bucket, "steps": n, "forks": forks, "tokens": tokens, "estimated": forks is None})
+    return {"bucket_seconds": bucket, "points": points, "per_minute": 60.0 / bucket}
+
+
+def reward_histogram(rewards: list[float], bins: int = BINS) -> Json:
+    vals = [float(r) for r in rewards if r is not None and math.isfinite(float(r))]
+    if not vals:
+        return {"n": 0, "mean": None, "min": None, "max": None, "bins": []}
+    lo, hi = min(vals), max(vals)
+    if hi == lo:
+        return {"n": len(vals), "mean": lo, "min": lo, "max": hi, "bins": [{"lo": lo, "hi": hi, "count": len(vals)}]}
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v in vals:
+        counts[min(bins - 1, int((v - lo) / width))] += 1
+    return {"n": len(vals), "mean": sum(vals) / len(vals), "min": lo, "max": hi,
+            "bins": [{"lo": lo + i * width, "hi": lo + (i + 1) * width, "count": c} for i, c in enumerate(counts)]}
+
+
+def policy_summary(versions: dict[int, int], current: int) -> Json:
+    rows = sorted(((int(v), int(n)) for v, n in versions.items() if v is not None), reverse=True)
+    return {"current": current, "sample": SAMPLE,
+            "versions": [{"version": v, "trajectories": n, "staleness": current - v} for v, n in rows]}
+
+
+__all__ = ["OverviewSource", "compute_overview", "first_seq_since", "reward_histogram", "policy_summary",
+           "SAMPLE", "EXACT_ROWS"]
