@@ -418,3 +418,95 @@ def test_reward_claims_race(store: Any) -> None:
         t.join(30)
     every = [k for ks in won.values() for k in ks]
     assert len(won) == 4 and sorted(every) == sorted(keys)  # each key exactly once
+
+
+# -- the rules of steplake/rules/, one copy that both backends apply ------------------------------------------
+def test_every_weight_zero_means_no_reward(store: Any) -> None:
+    from steplake.rules.rewards import combine
+
+    store.reward_weights = {"judge": 0.0, "length": 0.0}
+    store.append_steps([st("z", 0, P, [1]), st("zz", 0, P, [1])])
+    store.add_reward(RewardIn(trajectory_id="z", name="judge", value=1.0))
+    store.add_reward(RewardIn(trajectory_id="z", name="length", value=-0.5))
+    t = store.get_trajectory("z", with_steps=False)
+    assert t["reward"] is None and combine({"judge": 1.0, "length": -0.5}, store.reward_weights) is None
+    assert t["reward_components"] == {"judge": {"value": 1.0, "version": "1"},
+                                      "length": {"value": -0.5, "version": "1"}}
+    store.add_reward(RewardIn(trajectory_id="z", name="style", value=0.25))  # unlisted: weight 1
+    assert store.get_trajectory("z", with_steps=False)["reward"] == 0.25
+    store.add_reward(RewardIn(trajectory_id="zz", name="judge", value=1.0))
+    store.complete_trajectory("zz", -1.0)  # an explicit reward wins over the components
+    assert store.get_trajectory("zz", with_steps=False)["reward"] == -1.0
+    store.append_steps([st("x", 0, P, [1], channel="zw")])
+    store.add_reward(RewardIn(trajectory_id="x", name="judge", value=1.0))
+    store.complete_trajectory("x", None)  # complete, every weight 0: no reward, so no batch takes it
+    sel = store.select_batch(BatchIn(channel="zw", groups=1, dry_run=True))
+    assert sel.groups == [] and sel.excluded == {"no_reward": 1, "empty_group": 1}
+
+
+@pytest.mark.parametrize(("finish", "tools", "want"), [("stop", False, "complete"), ("stop", True, "abandoned"),
+                                                        ("length", False, "abandoned"), (None, False, "abandoned")])
+def test_idle_rule_follows_the_last_step(store: Any, finish: str | None, tools: bool, want: str) -> None:
+    from steplake.rules.status import idle_outcome
+
+    call = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    last: dict[str, Any] = {"finish_reason": finish}
+    if tools:
+        last["response"] = {"content": None, "tool_calls": call}
+    store.append_steps([st("i", 0, P, [1], finish_reason="length"), st("i", 1, P + [1], [2], **last)])
+    assert store.sweep_idle(300, now=time.time() + 1000) == 1
+    assert store.get_trajectory("i", with_steps=False)["status"] == want == idle_outcome(finish, int(tools))
+
+
+def test_reopened_member_returns_a_ready_group_to_collecting(store: Any) -> None:
+    store.create_group("R", 2, "train", {}, ["r1", "r2"])
+    store.append_steps([st("r1", 0, P, [1], finish_reason="stop"), st("r2", 0, P, [1], finish_reason="length")])
+    store.complete_trajectory("r1", 1.0)
+    assert store.sweep_idle(300, now=time.time() + 1000) == 1
+    assert store.get_group("R")["status"] == "ready"
+    store.append_steps([st("r2", 1, P + [1], [2])])  # the agent came back: r2 reopens
+    t = store.get_trajectory("r2", with_steps=False)
+    assert (t["status"], t["completed_at"]) == ("open", None)
+    g = store.get_group("R")
+    assert (g["status"], g["n_complete"], g["n_abandoned"]) == ("collecting", 1, 0)
+    store.complete_trajectory("r2", 0.0, {"judge": "late"})
+    assert store.get_group("R")["status"] == "ready"
+
+
+def test_tag_merge_and_history(store: Any) -> None:
+    store.append_steps([st("tg", 0, P, [1])])
+    store.curate(CurationIn(trajectory_ids=["tg"], tags_add=["a", "b", "a"], note="first look"))
+    store.curate(CurationIn(trajectory_ids=["tg"], tags_add=["c"], tags_remove=["a"], reviewer="ann"))
+    store.curate(CurationIn(step_ids=["tg-0"], tags_add=["s"], quality="good", trainable=False))
+    t = store.get_trajectory("tg")
+    c = t["curation"]
+    assert (c["tags"], c["note"], c["quality"], c["trainable"]) == (["b", "c"], "first look", "unreviewed", True)
+    c = t["steps"][0]["curation"]
+    assert (c["tags"], c["quality"], c["trainable"]) == (["s"], "good", False)
+    hist = store.curation_history("tg")
+    assert [h["before"]["tags"] for h in hist] == [[], ["a", "b"]]
+    assert hist[1]["change"] == {"tags_add": ["c"], "tags_remove": ["a"]} and hist[1]["before"]["note"] == "first look"
+
+
+def test_complete_merges_metadata(store: Any) -> None:
+    store.append_steps([st("md", 0, P, [1], metadata={"agent": "a", "task": 1})])
+    store.complete_trajectory("md", None, {"task": 2, "score": "x"})
+    assert store.get_trajectory("md", with_steps=False)["metadata"] == {"agent": "a", "task": 2, "score": "x"}
+
+
+def test_groups_served_follow_the_lease_rule(store: Any) -> None:
+    from steplake.rules.leases import group_servable
+
+    _ready_groups(store, 4, [1.0, 0.0], prefix="L")
+    short = store.select_batch(BatchIn(channel="train", groups=1, lease_seconds=0.2))
+    held = store.select_batch(BatchIn(channel="train", groups=1, lease_seconds=60))
+    done = store.select_batch(BatchIn(channel="train", groups=1, lease_seconds=60))
+    store.ack_batch(done.batch_id)
+    store.create_group("Lc", 2, "train", {}, ["Lc-0", "Lc-1"])
+    time.sleep(0.3)
+    now = time.time()
+    groups = [store.get_group(g) for g in ("L0", "L1", "L2", "L3", "Lc")]
+    want = sorted(g["group_id"] for g in groups if group_servable(g["status"], g["lease_expires_at"], now))
+    sel = store.select_batch(BatchIn(channel="train", groups=10, dry_run=True))
+    assert sorted(g["group_id"] for g in sel.groups) == want == sorted([short.groups[0]["group_id"], "L3"])
+    assert held.groups[0]["group_id"] not in want

@@ -16,7 +16,6 @@ from steplake.rewards.config import (
     ComponentResult,
     FunctionSpec,
     RewardSpec,
-    combine,
     combine_results,
     load_reward_spec,
     needs_group,
@@ -24,6 +23,7 @@ from steplake.rewards.config import (
     score_trajectory,
 )
 from steplake.rewards.registry import RewardRegistry, default_registry, resolve_reward
+from steplake.rules.rewards import combine
 
 __all__ = [
     "ChannelRewards",

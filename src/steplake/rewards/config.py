@@ -21,7 +21,8 @@ configured secret values are scrubbed from whatever a function returns or raises
 
 Combination: ``reward = Σ weight_c · value_c`` over components that have a value (abstentions and
 failures are skipped; components without a configured weight count with weight 1, weight 0 switches
-one off); ``None`` when no weighted component has a value.
+one off); ``None`` when no weighted component has a value (every weight 0 included). The rule lives in
+steplake/rules/rewards.py, which the stores use too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from steplake.rewards.base import JSON, RewardConfigError, RewardContext, RewardFunction, RewardResult
 from steplake.rewards.registry import RewardRegistry, default_registry
 from steplake.rewards.secrets import config_sha256, scrub, secret_values
+from steplake.rules.rewards import combine
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 
@@ -144,25 +146,6 @@ class ComponentResult:
             "version": self.version,
             "details": details,
         }
-
-
-def combine(
-    components: Mapping[str, float | None],
-    weights: Mapping[str, float] | None = None,
-    *,
-    default_weight: float = 1.0,
-) -> float | None:
-    """Weighted sum of component values. Components missing from ``weights`` (all of them without
-    ``weights``) get ``default_weight``: 1.0, as the store does for components posted by hand.
-    Components whose value is None are skipped; None when nothing with a non-zero weight has a value."""
-    total, used = 0.0, False
-    for name, value in components.items():
-        weight = default_weight if weights is None else weights.get(name, default_weight)
-        if value is None or weight == 0.0:
-            continue
-        total += weight * float(value)
-        used = True
-    return total if used else None
 
 
 def combine_results(results: Sequence[ComponentResult]) -> float | None:

@@ -1,28 +1,13 @@
-"""Per-append bookkeeping shared by the stores: trajectory deltas and counters for one appended step."""
+"""Per-append bookkeeping shared by the stores: trajectory deltas and counters for one appended step (the
+rule a step must meet to join a trajectory is ``rules.status.check_step_fits``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConflictError
 from ..records import Step
 
 Json = dict[str, Any]
-
-
-def check_step_fits(s: Step, status: str, group_id: str, channel: str) -> bool:
-    """The rules a step must meet to join an existing trajectory (CONTRACT §3): not complete, same group,
-    same channel. Raises ``ConflictError``; True when the trajectory is abandoned and must reopen."""
-    tid = s.trajectory_id
-    if status == "complete":
-        raise ConflictError(f"trajectory {tid!r} is complete; it takes no more steps", code="trajectory_complete")
-    if s.group_id is not None and s.group_id != group_id:
-        raise ConflictError(f"trajectory {tid!r} belongs to group {group_id!r}, not {s.group_id!r}",
-                            code="group_mismatch")
-    if s.channel is not None and s.channel != channel:
-        raise ConflictError(f"trajectory {tid!r} is in channel {channel!r}, not {s.channel!r}",
-                            code="channel_mismatch")
-    return status == "abandoned"
 
 
 def account_step(tdelta: dict[str, Json], counts: dict[str, int], s: Step, tid: str, index: int,
@@ -45,4 +30,4 @@ def account_step(tdelta: dict[str, Json], counts: dict[str, int], s: Step, tid: 
     counts["response_tokens"] += len(s.response_ids)
 
 
-__all__ = ["account_step", "check_step_fits"]
+__all__ = ["account_step"]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ValidationError
+from ..rules.leases import lease_active
 from .base import Json, Store
 
 DAY = 86400.0
@@ -77,7 +78,7 @@ def prunable(store: Store, channel: str, cutoff: float, now: float) -> Iterator[
             gid = t["group_id"]
             if gid not in leased:
                 g = store.get_group(gid)
-                leased[gid] = bool(g and g["status"] == "leased" and (g.get("lease_expires_at") or 0) > now)
+                leased[gid] = g is not None and lease_active(g["status"], g.get("lease_expires_at"), now)
             if not leased[gid]:
                 yield t["trajectory_id"]
 

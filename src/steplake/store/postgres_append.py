@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConflictError
-from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, Step
-from .accounting import account_step, check_step_fits
+from ..rules.continuity import classify
+from ..rules.status import check_step_fits
+from .accounting import account_step
 from .base import AppendResult, Json
 from .codec import dumps, ids_to_bytes
 from .encode import encode_step, indexed_text

@@ -1,6 +1,6 @@
 """Batch selection for PostgresStore: ready groups (or groups whose lease expired) are locked with
 ``FOR UPDATE SKIP LOCKED``, so trainers on several servers never lease the same group; the filters of
-CONTRACT §4 are the SQLite store's (store/selection.py)."""
+CONTRACT §4 (rules/leases.py) are applied as in the SQLite store (store/selection.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..records import BatchIn
 from .base import BatchSelection, Json
 from .codec import dumps
 from .postgres_tx import Tx
-from .selection import TRAJ_PICK, pick_group
+from .selection import SERVABLE, TRAJ_PICK, pick_group
 
 
 def pg_select_groups(tx: Tx, request: BatchIn) -> BatchSelection:
@@ -25,8 +25,8 @@ def pg_select_groups(tx: Tx, request: BatchIn) -> BatchSelection:
     page = max(16, request.groups * 2)
     while len(chosen) < request.groups:
         cands = [r[0] for r in tx.all(
-            "SELECT group_id FROM groups WHERE channel = %s AND (status = 'ready' OR (status = 'leased' AND"
-            " lease_expires_at < %s)) AND NOT (group_id = ANY(%s)) ORDER BY ready_at, group_id LIMIT %s" + lock,
+            f"SELECT group_id FROM groups WHERE channel = %s AND {SERVABLE.format(p='%s')}"
+            " AND NOT (group_id = ANY(%s)) ORDER BY ready_at, group_id LIMIT %s" + lock,
             (request.channel, now, seen, page))]
         if not cands:
             break

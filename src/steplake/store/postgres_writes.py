@@ -16,6 +16,9 @@ from typing import Any
 
 from ..errors import ConflictError, NotFoundError
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn
+from ..rules.curation import CurationState, apply_curation, curation_change, curation_event, merge_metadata
+from ..rules.rewards import latest_components, trajectory_reward
+from ..rules.status import completed_at, group_status_after, idle_cutoff, idle_outcome, status_deltas
 from .base import Json
 from .codec import dumps, loads
 from .postgres_tx import Tx, lock_key
@@ -96,9 +99,8 @@ class PgWrites:
             return
         tx.q("UPDATE trajectories SET status = %s, updated_at = %s, completed_at = %s,"
              " last_seq = CASE WHEN %s = 'open' THEN last_seq END WHERE trajectory_id = %s",
-             (new, now, now if new != "open" else None, new, tid))
-        dc = (new == "complete") - (old == "complete")
-        da = (new == "abandoned") - (old == "abandoned")
+             (new, now, completed_at(new, now), new, tid))
+        dc, da = status_deltas(old, new)
         tx.q("UPDATE groups SET n_complete = n_complete + %s, n_abandoned = n_abandoned + %s, updated_at = %s"
              " WHERE group_id = %s", (dc, da, now, group_id))
         tx.event("trajectory", {"trajectory_id": tid, "group_id": group_id, "status": new}, now)
@@ -110,12 +112,7 @@ class PgWrites:
         if row is None:
             return
         status, size, nc, na, channel = row
-        ready = nc + na >= size and nc >= 1
-        new = status
-        if status == "collecting" and ready:
-            new = "ready"
-        elif status == "ready" and not ready:
-            new = "collecting"
+        new = group_status_after(status, size, nc, na)
         if new != status:
             tx.q("UPDATE groups SET status = %s, ready_at = %s WHERE group_id = %s",
                  (new, now if new == "ready" else None, group_id))
@@ -150,8 +147,7 @@ class PgWrites:
         if row is None:
             raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
         if metadata:
-            merged = dict(loads(row[2]) or {})  # type: ignore[call-overload]
-            merged.update(metadata)
+            merged = merge_metadata(loads(row[2]), metadata)
             tx.q("UPDATE trajectories SET metadata = %s WHERE trajectory_id = %s", (dumps(merged), tid))
         if reward is not None:
             tx.q("UPDATE trajectories SET explicit_reward = %s WHERE trajectory_id = %s", (reward, tid))
@@ -161,13 +157,12 @@ class PgWrites:
     def _w_sweep(self, tx: Tx, idle_timeout: float, now: float) -> int:
         rows = tx.all("SELECT trajectory_id, group_id, last_finish_reason, last_tool_calls FROM trajectories"
                       " WHERE status = 'open' AND updated_at < %s ORDER BY trajectory_id LIMIT 5000"
-                      " FOR UPDATE SKIP LOCKED", (now - idle_timeout,))
+                      " FOR UPDATE SKIP LOCKED", (idle_cutoff(now, idle_timeout),))
         n = 0
         for tid, gid, finish, tools in rows:
             if not (_try_lock(tx, tid) and _try_lock(tx, gid)):
                 continue  # an append holds it: it is not idle; the next sweep looks again
-            new = "complete" if finish == "stop" and not tools else "abandoned"
-            self._set_status(tx, tid, "open", new, now, gid)
+            self._set_status(tx, tid, "open", idle_outcome(finish, tools), now, gid)
             n += 1
         return n
 
@@ -196,16 +191,9 @@ class PgWrites:
     def _recompute_reward(self, tx: Tx, tid: str) -> None:
         rows = tx.all("SELECT name, value, version FROM rewards WHERE trajectory_id = %s AND step_id IS NULL"
                       " ORDER BY id", (tid,))
-        comps: dict[str, Json] = {}
-        for name, value, version in rows:  # the latest value of each name wins
-            comps[name] = {"value": value, "version": version}
+        comps = latest_components(rows)
         explicit = tx.one("SELECT explicit_reward FROM trajectories WHERE trajectory_id = %s", (tid,))[0]
-        reward: float | None = None
-        if explicit is not None:
-            reward = explicit
-        elif comps:
-            reward = sum(self.reward_weights.get(n, 1.0) * c["value"] for n, c in comps.items()
-                         if self.reward_weights.get(n, 1.0) != 0)
+        reward = trajectory_reward(explicit, comps, self.reward_weights)
         tx.q("UPDATE trajectories SET reward = %s, reward_components = %s WHERE trajectory_id = %s",
              (reward, dumps(comps), tid))
 
@@ -249,27 +237,21 @@ class PgWrites:
 
     def _w_curate(self, tx: Tx, c: CurationIn, traj_ids: list[str]) -> int:
         now = time.time()
-        change = c.model_dump(include={"quality", "trainable", "tags_add", "tags_remove", "note"}, exclude_none=True)
+        change = curation_change(c)
         targets = [("step", i) for i in (c.step_ids or [])] + [("trajectory", i) for i in traj_ids]
         for kind, tid in targets:
             table, key = ("steps", "step_id") if kind == "step" else ("trajectories", "trajectory_id")
             row = tx.one(f"SELECT quality, trainable, tags, note FROM {table} WHERE {key} = %s FOR UPDATE", (tid,))
             if row is None:
                 raise NotFoundError(f"{kind} {tid!r} not found", code=f"{kind}_not_found")
-            tags = list(loads(row[2]) or [])  # type: ignore[call-overload]
-            for t in c.tags_add or []:
-                if t not in tags:
-                    tags.append(t)
-            tags = [t for t in tags if t not in set(c.tags_remove or [])]
-            before = {"quality": row[0], "trainable": bool(row[1]), "tags": loads(row[2]) or [], "note": row[3]}
+            before = CurationState.stored(row[0], row[1], loads(row[2]), row[3])
+            after = apply_curation(before, c)
             tx.q(f"UPDATE {table} SET quality = %s, trainable = %s, tags = %s, note = %s, reviewer = %s,"
                  f" curated_at = %s WHERE {key} = %s",
-                 (c.quality or row[0], row[1] if c.trainable is None else int(c.trainable), dumps(tags),
-                  row[3] if c.note is None else c.note, c.reviewer, now, tid))
+                 (after.quality, int(after.trainable), dumps(after.tags), after.note, c.reviewer, now, tid))
             tx.q("INSERT INTO curation_history(target_kind, target_id, change, before, reviewer, at)"
-                 " VALUES (%s,%s,%s,%s,%s,%s)", (kind, tid, dumps(change), dumps(before), c.reviewer, now))
-        tx.event("curation", {"n": len(targets), "step_ids": (c.step_ids or [])[:100], "trajectory_ids": traj_ids[:100],
-                              "change": change, "reviewer": c.reviewer}, now)
+                 " VALUES (%s,%s,%s,%s,%s,%s)", (kind, tid, dumps(change), dumps(before.as_record()), c.reviewer, now))
+        tx.event("curation", curation_event(c, traj_ids, len(targets), change), now)
         return len(targets)
 
     def _w_publish_policy(self, tx: Tx, lock_key: int, version: int, weights_path: str | None,

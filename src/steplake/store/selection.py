@@ -1,5 +1,7 @@
 """Batch selection for SqliteStore: pick ready groups (or groups whose lease expired), apply the filters
-of CONTRACT §4 per trajectory, lease the chosen groups atomically (runs on the writer thread)."""
+of CONTRACT §4 per trajectory, lease the chosen groups atomically (runs on the writer thread). The rules
+(which groups qualify, which trajectories a batch keeps) are rules/leases.py; ``SERVABLE`` is their SQL form
+and ``pick_group`` their application to selected rows, both shared with postgres_select.py."""
 
 from __future__ import annotations
 
@@ -9,51 +11,34 @@ import uuid
 from typing import Any
 
 from ..records import BatchIn
+from ..rules.leases import group_exclusion, trajectory_exclusion
 from .base import BatchSelection, Json
 from .codec import dumps, loads
 
 TRAJ_PICK = ("trajectory_id, reward, reward_components, quality, trainable, min_policy, metadata, n_steps,"
              " completed_at, tags")
-
-
-def trajectory_exclusion(request: BatchIn, row: tuple[Any, ...], policy: int) -> str | None:
-    """The reason a complete trajectory is kept out of a batch, or None."""
-    f = request.filters
-    _, reward, _, quality, trainable, min_policy, *_ = row
-    if f.trainable_only and not trainable:
-        return "untrainable"
-    if f.quality_in is not None and quality not in f.quality_in:
-        return "quality"
-    if f.quality_not_in is not None and quality in f.quality_not_in:
-        return "quality"
-    if f.reward_present and reward is None:
-        return "no_reward"
-    if f.min_reward is not None and (reward is None or reward < f.min_reward):
-        return "below_min_reward"
-    if f.max_staleness is not None and min_policy is not None and policy - min_policy > f.max_staleness:
-        return "stale"
-    return None
+# rules.leases.group_servable in SQL: ready, or leased with an expired lease ({p}: the dialect's placeholder)
+SERVABLE = "(status = 'ready' OR (status = 'leased' AND lease_expires_at < {p}))"
 
 
 def pick_group(request: BatchIn, rows: list[tuple[Any, ...]], policy: int, excluded: dict[str, int]
                ) -> list[Json] | None:
+    """The trajectories of one group (rows of ``TRAJ_PICK``) a batch keeps, or None when it skips the group;
+    each exclusion counted by reason in ``excluded``."""
     kept: list[Json] = []
+    f = request.filters
     for row in rows:
-        reason = trajectory_exclusion(request, row, policy)
+        reason = trajectory_exclusion(f, policy, reward=row[1], quality=row[3], trainable=row[4], min_policy=row[5])
         if reason:
             excluded[reason] = excluded.get(reason, 0) + 1
             continue
         kept.append({"trajectory_id": row[0], "reward": row[1], "reward_components": loads(row[2]) or {},
                      "quality": row[3], "metadata": loads(row[6]) or {}, "n_steps": row[7],
                      "completed_at": row[8], "tags": loads(row[9]) or []})
-    if not kept:
-        excluded["empty_group"] = excluded.get("empty_group", 0) + 1
+    reason = group_exclusion(f, [t["reward"] for t in kept])
+    if reason:
+        excluded[reason] = excluded.get(reason, 0) + 1
         return None
-    if request.filters.drop_zero_variance:
-        rewards = {t["reward"] for t in kept}
-        if len(kept) < 2 or len(rewards) == 1:
-            excluded["zero_variance"] = excluded.get("zero_variance", 0) + 1
-            return None
     return kept
 
 
@@ -66,8 +51,8 @@ def select_groups(store: Any, conn: sqlite3.Connection, request: BatchIn) -> Bat
     page = max(16, request.groups * 2)
     while len(chosen) < request.groups:
         cands = conn.execute(
-            "SELECT group_id FROM groups WHERE channel = ? AND (status = 'ready' OR (status = 'leased' AND"
-            " lease_expires_at < ?)) ORDER BY ready_at, group_id LIMIT ? OFFSET ?",
+            f"SELECT group_id FROM groups WHERE channel = ? AND {SERVABLE.format(p='?')}"
+            " ORDER BY ready_at, group_id LIMIT ? OFFSET ?",
             (request.channel, now, page, offset)).fetchall()
         if not cands:
             break
@@ -97,4 +82,4 @@ def select_groups(store: Any, conn: sqlite3.Connection, request: BatchIn) -> Bat
     return BatchSelection(batch_id, expires, chosen, excluded, policy)
 
 
-__all__ = ["select_groups", "trajectory_exclusion", "pick_group"]
+__all__ = ["SERVABLE", "TRAJ_PICK", "pick_group", "select_groups"]

@@ -12,9 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConflictError, NotFoundError
-from ..pool.continuity import classify
 from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
-from .accounting import account_step, check_step_fits
+from ..rules.continuity import classify
+from ..rules.curation import CurationState, apply_curation, curation_change, curation_event, merge_metadata
+from ..rules.rewards import latest_components, trajectory_reward
+from ..rules.status import (
+    check_step_fits,
+    completed_at,
+    group_status_after,
+    idle_cutoff,
+    idle_outcome,
+    status_deltas,
+)
+from .accounting import account_step
 from .base import AppendResult, Json
 from .codec import dumps, ids_to_bytes, loads
 from .encode import Encoded, encode_step, indexed_text
@@ -163,9 +173,8 @@ class SqliteWrites:
         if old == new:
             return
         conn.execute("UPDATE trajectories SET status = ?, updated_at = ?, completed_at = ? WHERE trajectory_id = ?",
-                     (new, now, now if new != "open" else None, tid))
-        dc = (new == "complete") - (old == "complete")
-        da = (new == "abandoned") - (old == "abandoned")
+                     (new, now, completed_at(new, now), tid))
+        dc, da = status_deltas(old, new)
         conn.execute("UPDATE groups SET n_complete = n_complete + ?, n_abandoned = n_abandoned + ?, updated_at = ?"
                      " WHERE group_id = ?", (dc, da, now, group_id))
         self._event(conn, "trajectory", {"trajectory_id": tid, "group_id": group_id, "status": new}, now)
@@ -177,12 +186,7 @@ class SqliteWrites:
         if row is None:
             return
         status, size, nc, na, channel = row
-        ready = nc + na >= size and nc >= 1
-        new = status
-        if status == "collecting" and ready:
-            new = "ready"
-        elif status == "ready" and not ready:
-            new = "collecting"
+        new = group_status_after(status, size, nc, na)
         if new != status:
             conn.execute("UPDATE groups SET status = ?, ready_at = ? WHERE group_id = ?",
                          (new, now if new == "ready" else None, group_id))
@@ -362,8 +366,7 @@ class SqliteWrites:
         if row is None:
             raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
         if metadata:
-            merged = dict(loads(row[2]) or {})  # type: ignore[call-overload]
-            merged.update(metadata)
+            merged = merge_metadata(loads(row[2]), metadata)
             conn.execute("UPDATE trajectories SET metadata = ? WHERE trajectory_id = ?", (dumps(merged), tid))
         if reward is not None:
             conn.execute("UPDATE trajectories SET explicit_reward = ? WHERE trajectory_id = ?", (reward, tid))
@@ -374,10 +377,9 @@ class SqliteWrites:
     def _w_sweep(self, conn: sqlite3.Connection, idle_timeout: float, now: float) -> int:
         rows = conn.execute(
             "SELECT trajectory_id, group_id, last_finish_reason, last_tool_calls FROM trajectories"
-            " WHERE status = 'open' AND updated_at < ? LIMIT 5000", (now - idle_timeout,)).fetchall()
+            " WHERE status = 'open' AND updated_at < ? LIMIT 5000", (idle_cutoff(now, idle_timeout),)).fetchall()
         for tid, gid, finish, tools in rows:
-            new = "complete" if finish == "stop" and not tools else "abandoned"
-            self._set_status(conn, tid, "open", new, now, gid)
+            self._set_status(conn, tid, "open", idle_outcome(finish, tools), now, gid)
             self._traj.pop(tid, None)
         return len(rows)
 
@@ -408,17 +410,9 @@ class SqliteWrites:
     def _recompute_reward(self, conn: sqlite3.Connection, tid: str) -> None:
         rows = conn.execute("SELECT name, value, version FROM rewards WHERE trajectory_id = ? AND step_id IS NULL"
                             " ORDER BY id", (tid,)).fetchall()
-        comps: dict[str, Json] = {}
-        for name, value, version in rows:  # the latest value of each name wins
-            comps[name] = {"value": value, "version": version}
+        comps = latest_components(rows)
         explicit = conn.execute("SELECT explicit_reward FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()[0]
-        if explicit is not None:
-            reward: float | None = explicit
-        elif comps:
-            reward = sum(self.reward_weights.get(n, 1.0) * c["value"] for n, c in comps.items()
-                         if self.reward_weights.get(n, 1.0) != 0)
-        else:
-            reward = None
+        reward = trajectory_reward(explicit, comps, self.reward_weights)
         conn.execute("UPDATE trajectories SET reward = ?, reward_components = ? WHERE trajectory_id = ?",
                      (reward, dumps(comps), tid))
 
@@ -446,7 +440,7 @@ class SqliteWrites:
 
     def _w_curate(self, conn: sqlite3.Connection, c: CurationIn, traj_ids: list[str]) -> int:
         now = time.time()
-        change = c.model_dump(include={"quality", "trainable", "tags_add", "tags_remove", "note"}, exclude_none=True)
+        change = curation_change(c)
         n = 0
         targets = [("step", i) for i in (c.step_ids or [])] + [("trajectory", i) for i in traj_ids]
         for kind, tid in targets:
@@ -454,21 +448,15 @@ class SqliteWrites:
             row = conn.execute(f"SELECT quality, trainable, tags, note FROM {table} WHERE {key} = ?", (tid,)).fetchone()
             if row is None:
                 raise NotFoundError(f"{kind} {tid!r} not found", code=f"{kind}_not_found")
-            tags = list(loads(row[2]) or [])  # type: ignore[call-overload]
-            for t in c.tags_add or []:
-                if t not in tags:
-                    tags.append(t)
-            tags = [t for t in tags if t not in set(c.tags_remove or [])]
-            before = {"quality": row[0], "trainable": bool(row[1]), "tags": loads(row[2]) or [], "note": row[3]}
+            before = CurationState.stored(row[0], row[1], loads(row[2]), row[3])
+            after = apply_curation(before, c)
             conn.execute(f"UPDATE {table} SET quality = ?, trainable = ?, tags = ?, note = ?, reviewer = ?,"
                          f" curated_at = ? WHERE {key} = ?",
-                         (c.quality or row[0], row[1] if c.trainable is None else int(c.trainable), dumps(tags),
-                          row[3] if c.note is None else c.note, c.reviewer, now, tid))
+                         (after.quality, int(after.trainable), dumps(after.tags), after.note, c.reviewer, now, tid))
             conn.execute("INSERT INTO curation_history(target_kind, target_id, change, before, reviewer, at)"
-                         " VALUES (?,?,?,?,?,?)", (kind, tid, dumps(change), dumps(before), c.reviewer, now))
+                         " VALUES (?,?,?,?,?,?)", (kind, tid, dumps(change), dumps(before.as_record()), c.reviewer, now))
             n += 1
-        self._event(conn, "curation", {"n": n, "step_ids": (c.step_ids or [])[:100], "trajectory_ids": traj_ids[:100],
-                                       "change": change, "reviewer": c.reviewer}, now)
+        self._event(conn, "curation", curation_event(c, traj_ids, n, change), now)
         return n
 
     def _w_feedback(self, conn: sqlite3.Connection, f: FeedbackIn) -> Json:
