@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 from steplake.rewards import combine as public_combine
 from steplake.rules.rewards import combine, latest_components, trajectory_reward
 
@@ -35,3 +38,17 @@ def test_latest_value_of_each_component_wins_in_first_seen_order() -> None:
     assert list(comps) == ["a", "b"]
     assert comps["a"] == {"value": 0.0, "version": "2"}
     assert trajectory_reward(None, comps, {}) == 2.0
+
+
+def test_store_weights_use_the_runner_component_keys(tmp_path: Path) -> None:
+    from steplake.rewards import ChannelRewards
+    from steplake.rules.rewards import component_key
+    from steplake.store import open_store
+
+    fns = [{"name": "mypkg.rewards:style", "weight": 0.2}, {"name": "final_answer", "weight": 0.0},
+           {"name": "pkg:judge", "component": "judge_v2", "weight": 2.0}]
+    store = open_store(str(tmp_path / "pool.db"), SimpleNamespace(rewards={"channels": {"train": {"functions": fns}}}))
+    assert ChannelRewards.model_validate({"functions": fns}).weights == {"style": 0.2, "final_answer": 0.0,
+                                                                         "judge_v2": 2.0}
+    assert store.reward_weights == {"style": 0.2, "final_answer": 0.0, "judge_v2": 2.0}  # type: ignore[attr-defined]
+    assert component_key("a.b:c") == "c" and component_key("plain") == "plain" and component_key("x:y", "z") == "z"

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from steplake.rewards.base import JSON, RewardConfigError, RewardContext, RewardFunction, RewardResult
 from steplake.rewards.registry import RewardRegistry, default_registry
 from steplake.rewards.secrets import config_sha256, scrub, secret_values
-from steplake.rules.rewards import combine
+from steplake.rules.rewards import combine, component_key
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 
@@ -57,7 +57,7 @@ class FunctionSpec(BaseModel):
 
     @property
     def key(self) -> str:
-        return self.component or self.name.rpartition(":")[2] or self.name
+        return component_key(self.name, self.component)
 
     @property
     def config_sha256(self) -> str:

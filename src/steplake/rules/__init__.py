@@ -19,7 +19,7 @@ from .leases import (
     lease_expired,
     trajectory_exclusion,
 )
-from .rewards import combine, latest_components, trajectory_reward
+from .rewards import combine, component_key, latest_components, trajectory_reward
 from .status import (
     check_step_fits,
     completed_at,
@@ -31,7 +31,7 @@ from .status import (
 )
 
 __all__ = [
-    "CurationState", "apply_curation", "batch_status", "check_step_fits", "classify", "combine",
+    "CurationState", "apply_curation", "batch_status", "check_step_fits", "classify", "combine", "component_key",
     "common_prefix_len", "completed_at", "curation_change", "group_exclusion", "group_ready",
     "group_servable", "group_status_after", "idle_cutoff", "idle_outcome", "latest_components",
     "lease_active", "lease_expired", "merge_metadata", "merge_tags", "status_deltas", "trajectory_exclusion",

@@ -19,6 +19,12 @@ class ComponentValue(TypedDict):
     version: str
 
 
+def component_key(function: str, component: str | None = None) -> str:
+    """The key a function's values are stored and weighted under: ``component``, else the function's name
+    (for ``module:function``, the part after the colon)."""
+    return component or function.rpartition(":")[2] or function
+
+
 def combine(components: Mapping[str, float | None], weights: Mapping[str, float] | None = None, *,
             default_weight: float = 1.0) -> float | None:
     """Weighted sum of component values. Components missing from ``weights`` (all of them without
@@ -50,4 +56,4 @@ def trajectory_reward(explicit: float | None, components: Mapping[str, Component
     return combine({name: c["value"] for name, c in components.items()}, weights)
 
 
-__all__ = ["ComponentValue", "combine", "latest_components", "trajectory_reward"]
+__all__ = ["ComponentValue", "combine", "component_key", "latest_components", "trajectory_reward"]

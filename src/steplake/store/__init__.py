@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..rules.rewards import component_key
 from .base import AppendResult, BatchSelection, KeyRecord, Page, Store
 
 
@@ -36,7 +37,7 @@ def _weights(rewards: dict[str, Any]) -> dict[str, float]:
     for ch in (rewards.get("channels") or {}).values():
         for fn in ch.get("functions", []):
             if "name" in fn:
-                out[fn.get("component", fn["name"])] = float(fn.get("weight", 1.0))
+                out[component_key(fn["name"], fn.get("component"))] = float(fn.get("weight", 1.0))
     return out
 
 
