@@ -7,12 +7,13 @@ writer thread is inside SQLite (which releases the GIL); the writer only binds t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..records import Step
 from .codec import dumps, floats_to_bytes, ids_to_bytes, loads
+from .dialect import Dialect
 
 _HASH_EXCLUDE = {"prompt_ids", "response_ids", "response_logprobs", "continuity", "parent_step_id",
                  "shared_prefix_len", "created_at", "step_index"}
@@ -118,14 +119,14 @@ def step_content_hash(s: Step, prompt: bytes, response: bytes, logprobs: bytes |
     return h.digest()
 
 
-def backfill_text(fetch: Callable[[int], Sequence[tuple[int, str, Any, str | None]]],
-                  insert: Callable[[list[tuple[int, str, str]]], None]) -> int:
-    """Index the text of steps stored before the search index existed: ``fetch(after_seq)`` returns the next
-    chunk of ``(seq, trajectory_id, doc, continuity)`` rows in seq order, ``insert`` writes ``(seq,
-    trajectory_id, text)`` rows (see ``indexed_text``). Used by both stores' migrations; returns the number
-    of steps indexed."""
+def index_existing_text(conn: Any, dialect: Dialect, chunk: int = 5000) -> int:
+    """Index the text of steps stored before the search index existed (both stores' migrations, on the
+    migration's connection), ``chunk`` steps at a time in seq order (see ``indexed_text``); returns the
+    number of steps indexed."""
+    select = dialect.sql("SELECT seq, trajectory_id, doc, continuity FROM steps WHERE seq > ? ORDER BY seq LIMIT ?")
+    insert = dialect.sql(f"INSERT INTO step_text({dialect.rowid}, trajectory_id, text) VALUES (?, ?, ?)")
     last, n = 0, 0
-    while rows := fetch(last):
+    while rows := conn.execute(select, (last, chunk)).fetchall():
         out = []
         for seq, tid, doc, continuity in rows:
             d = loads(doc)
@@ -134,7 +135,9 @@ def backfill_text(fetch: Callable[[int], Sequence[tuple[int, str, Any, str | Non
             if text:
                 out.append((seq, tid, text))
         if out:
-            insert(out)
+            cur = conn.cursor()
+            cur.executemany(insert, out)
+            cur.close()
         n += len(out)
         last = rows[-1][0]
     return n
@@ -155,4 +158,4 @@ def encode_steps(steps: Sequence[Step]) -> list[Encoded]:
 
 
 __all__ = ["Encoded", "encode_step", "encode_steps", "step_content_hash", "search_text", "history_text", "indexed_text",
-           "backfill_text", "MAX_SEARCH_CHARS"]
+           "index_existing_text", "MAX_SEARCH_CHARS"]

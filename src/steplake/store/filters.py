@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ValidationError
-from .base import Json
+from ..types import Json
+from .dialect import equal_filters, where_sql
 
 
 def like_pattern(q: str) -> str:
@@ -46,12 +47,7 @@ def parse_cursor(c: str) -> int:
 
 def _equal(filters: Json, cols: tuple[str, ...], ph: str) -> tuple[list[str], list[Any]]:
     """``col = value`` for each of ``cols`` given in ``filters``, and ``trainable`` as 0/1."""
-    where: list[str] = []
-    args: list[Any] = []
-    for col in cols:
-        if filters.get(col) is not None:
-            where.append(f"{col} = {ph}")
-            args.append(filters[col])
+    where, args = equal_filters(filters, cols, ph)
     if filters.get("trainable") is not None:
         where.append(f"trainable = {ph}")
         args.append(int(bool(filters["trainable"])))
@@ -93,7 +89,7 @@ def traj_page_sql(where: list[str], args: list[Any], filters: Json, cursor: str 
     if cursor is not None:
         where.append(f"seq {'<' if desc else '>'} {ph}")
         args.append(parse_cursor(cursor))
-    sql = f"SELECT {cols} FROM trajectories" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = f"SELECT {cols} FROM trajectories{where_sql(where)}"
     return sql + f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT {ph}", [*args, limit + 1]
 
 
@@ -108,7 +104,7 @@ def step_page_sql(filters: Json, cursor: str | None, limit: int, cols: str, ph: 
     if cursor is not None:
         where.append(f"seq {'<' if desc else '>'} {ph}")
         args.append(parse_cursor(cursor))
-    sql = f"SELECT {cols} FROM steps" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = f"SELECT {cols} FROM steps{where_sql(where)}"
     sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT {ph}"
     return sql, [*args, limit + 1]
 

@@ -9,6 +9,7 @@ the key is not bound.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,11 @@ KEY_COLUMNS = "key_id, scope, name, created_at, revoked_at, last_used_at, bindin
 BINDING_FIELDS = ("trajectory_id", "group_id", "channel", "metadata")
 BOUND_SCOPE = "agent"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+
+
+def hash_secret(secret: str) -> str:
+    """What a store keeps of a key's secret (and looks a presented secret up by)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def key_record(row: Sequence[Any]) -> KeyRecord:
@@ -71,4 +77,4 @@ def binding_bytes(binding: Json | None) -> bytes | None:
     return dumps(binding) if binding is not None else None
 
 
-__all__ = ["KEY_COLUMNS", "key_record", "check_binding", "binding_bytes", "BOUND_SCOPE"]
+__all__ = ["KEY_COLUMNS", "hash_secret", "key_record", "check_binding", "binding_bytes", "BOUND_SCOPE"]

@@ -24,22 +24,22 @@ import psycopg
 import psycopg.sql
 from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigError, NotFoundError, StorageFullError, StoreError
+from ..errors import ConfigError, StorageFullError, StoreError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
-from . import claims
 from .audit import PgAudit
 from .availability import Backoff, StoreAvailability, is_unavailable
 from .base import AppendResult, BatchSelection, Json, KeyRecord
-from .claims import ClaimKey
-from .codec import dumps
-from .encode import backfill_text
+from .dialect import POSTGRES
+from .encode import index_existing_text
 from .keys import check_binding
 from .postgres_append import PgAppend
 from .postgres_overview import PgOverview
 from .postgres_reads import PgReads
-from .postgres_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION, PG_TEXT_INDEX_VERSION
+from .postgres_schema import PG_MIGRATIONS, PG_TEXT_INDEX_VERSION
 from .postgres_select import pg_select_groups
 from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, note_storage, run_tx
+from .upgrade import record_version, upgrade_schema
+from .writes import StoreWrites
 
 log = logging.getLogger("steplake.store")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -63,15 +63,6 @@ def connect_kwargs(schema: str) -> dict[str, Any]:
     return {"autocommit": True, "options": f"-c search_path={schema}", "application_name": "steplake"}
 
 
-def pg_index_existing_text(conn: psycopg.Connection[Any], chunk: int = 5000) -> None:
-    """Fill the message-search table from steps stored before it existed (inside the migration)."""
-    def insert(rows: list[tuple[int, str, str]]) -> None:
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO step_text(seq, trajectory_id, text) VALUES (%s, %s, %s)", rows)
-    backfill_text(lambda after: conn.execute("SELECT seq, trajectory_id, doc, continuity FROM steps WHERE seq > %s"
-                                             " ORDER BY seq LIMIT %s", (after, chunk)).fetchall(), insert)
-
-
 def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
     """A pg_trgm GIN index makes message search (ILIKE) an index lookup; without the extension (no right to
     create it) search still works, scanning the text table."""
@@ -87,7 +78,7 @@ def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
         log.warning("message search without a trigram index (pg_trgm unavailable: %s)", str(e).strip())
 
 
-class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
+class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
                  pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
         self.url, url_schema = split_schema(url)
@@ -133,21 +124,12 @@ class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("steplake-migrate", self.schema),))
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > PG_SCHEMA_VERSION:
-                raise StoreError(f"database schema v{version} is newer than this steplake (v{PG_SCHEMA_VERSION})")
-            for sql in PG_MIGRATIONS[version:]:
-                for stmt in sql.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+            version = upgrade_schema(conn.execute, PG_MIGRATIONS)
             if 0 < version < PG_TEXT_INDEX_VERSION:
-                pg_index_existing_text(conn)
+                index_existing_text(conn, POSTGRES)
             if version < PG_TEXT_INDEX_VERSION:
                 pg_trigram_index(conn)
-            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s) ON CONFLICT (key)"
-                         " DO UPDATE SET value = excluded.value", (str(PG_SCHEMA_VERSION),))
+            record_version(conn.execute, POSTGRES, len(PG_MIGRATIONS))
 
     def _committed(self) -> None:
         if self.on_commit is not None:
@@ -328,14 +310,6 @@ class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
         keys = self._traj_keys(reward.trajectory_id, reward.step_id)
         return self._tx(lambda tx: self._w_add_reward(tx, reward), keys)  # type: ignore[no-any-return]
 
-    def claim_rewards(self, keys: Sequence[ClaimKey], owner: str, stale_after: float,
-                      now: float | None = None) -> list[ClaimKey]:
-        t = time.time() if now is None else now
-        return self._tx(lambda tx: claims.claim(tx.q, "%s", keys, owner, stale_after, t))  # type: ignore[no-any-return]
-
-    def settle_rewards(self, keys: Sequence[ClaimKey], owner: str, done: bool) -> None:
-        self._tx(lambda tx: claims.settle(tx.q, "%s", keys, owner, done, time.time()))
-
     def curate(self, change: CurationIn) -> int:
         tids = list(change.trajectory_ids or [])
         if change.filter is not None:
@@ -351,65 +325,20 @@ class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
     def select_batch(self, request: BatchIn) -> BatchSelection:
         return self._tx(lambda tx: pg_select_groups(tx, request))  # type: ignore[no-any-return]
 
-    def record_batch_details(self, batch_id: str, details: Json) -> None:
-        self._tx(lambda tx: tx.q("UPDATE batches SET details = %s WHERE batch_id = %s", (dumps(details), batch_id)))
-
-    def ack_batch(self, batch_id: str) -> Json:
-        def job(tx: Tx) -> None:
-            row = tx.one("SELECT acked_at FROM batches WHERE batch_id = %s FOR UPDATE", (batch_id,))
-            if row is None:
-                raise NotFoundError(f"batch {batch_id!r} not found", code="batch_not_found")
-            if row[0] is not None:
-                return
-            now = time.time()
-            tx.q("UPDATE batches SET acked_at = %s WHERE batch_id = %s", (now, batch_id))
-            gids = [r[0] for r in tx.all("UPDATE groups SET status = 'consumed', consumed_at = %s"
-                                         " WHERE lease_batch_id = %s AND status = 'leased' RETURNING group_id",
-                                         (now, batch_id))]
-            tx.event("batch", {"batch_id": batch_id, "status": "consumed", "group_ids": sorted(gids)}, now)
-        self._tx(job)
-        b = self.get_batch(batch_id)
-        assert b is not None
-        return b
-
     def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
         return self._tx(  # type: ignore[no-any-return]
             lambda tx: self._w_publish_policy(tx, self._policy_key, version, weights_path, note))
 
     # -- stats and keys -------------------------------------------------------------------------------------------
-    def stats(self) -> Json:
-        with self._conn() as conn:
-            counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
-            traj = dict(conn.execute("SELECT status, count(*) FROM trajectories GROUP BY status").fetchall())
-            groups = dict(conn.execute("SELECT status, count(*) FROM groups GROUP BY status").fetchall())
-            b = conn.execute("SELECT count(acked_at), count(*) FILTER (WHERE acked_at IS NULL AND lease_expires_at > %s),"
-                             " count(*) FROM batches", (time.time(),)).fetchone()
-        assert b is not None
-        return {
-            "steps": int(counters.get("steps", 0)),
-            "tokens": {"prompt": int(counters.get("prompt_tokens", 0)),
-                       "response": int(counters.get("response_tokens", 0))},
-            "continuity": {k: int(counters.get(f"continuity_{k}", 0)) for k in ("first", "clean", "realigned", "fork")},
-            "trajectories": {k: traj.get(k, 0) for k in ("open", "complete", "abandoned")},
-            "groups": {k: groups.get(k, 0) for k in ("collecting", "ready", "leased", "consumed")},
-            "batches": {"consumed": b[0], "leased": b[1], "total": b[2]},
-            "store": {"backend": "postgresql", "url": redact(self.url), "schema": self.schema,
-                      "commits": self._committer.commits if self._committer else 0},
-        }
+    def _store_info(self) -> Json:
+        return {"backend": "postgresql", "url": redact(self.url), "schema": self.schema,
+                "commits": self._committer.commits if self._committer else 0}
 
     def create_key(self, scope: str, name: str | None, binding: Json | None = None) -> tuple[KeyRecord, str]:
         bound = check_binding(scope, binding)
         key_id, secret, now = self._tx(lambda tx: self._w_create_key(tx, scope, name, bound))
         return KeyRecord(key_id, scope, name, now, binding=bound), secret
 
-    def rebind_key(self, key_id: str, binding: Json) -> bool:
-        bound = check_binding("agent", binding)
-        return bool(self._tx(lambda tx: tx.one("UPDATE keys SET binding = %s WHERE key_id = %s AND binding IS NOT NULL"
-                                               " RETURNING 1", (dumps(bound), key_id))))
-
-    def revoke_key(self, key_id: str) -> bool:
-        return bool(self._tx(lambda tx: tx.one("UPDATE keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL"
-                                               " RETURNING 1", (time.time(), key_id))))
 
 
 def _step_keys(steps: Sequence[Step]) -> list[str]:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from typing import Any
 
 import psycopg
@@ -28,6 +25,7 @@ from ..errors import ConflictError, SteplakeError, StoreError, StoreUnavailableE
 from .availability import is_unavailable
 from .base import Json
 from .codec import dumps
+from .commit import GroupCommit, Result
 from .health import StorageHealth, is_disk_full, storage_full_error
 
 log = logging.getLogger("steplake.store")
@@ -157,79 +155,26 @@ def note_storage(health: StorageHealth, errors: list[BaseException | None]) -> N
         health.committed()
 
 
-Job = tuple[Callable[[Tx], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None, list[str]]
-_STOP = object()
-
-
 class _Retry(Exception):
     pass
 
 
-class GroupCommitter:
-    """One thread that commits queued writes in groups: every job queued when it wakes (plus those arriving
-    within ``window_ms``) runs in one transaction, each in a savepoint; results are delivered after commit."""
+class GroupCommitter(GroupCommit[Tx]):
+    """The group-commit thread (store/commit.py) of a PostgresStore: a group runs in one transaction, each job
+    in a savepoint, after locking every job's keys; a deadlock with another server redoes each job alone."""
+
+    closed_error = StoreError
 
     def __init__(self, env: TxEnv, *, window_ms: float = 0.0, max_group: int = 1024,
                  on_commit: Callable[[], None] | None = None) -> None:
+        super().__init__(window_ms=window_ms, max_group=max_group, on_commit=on_commit,
+                         thread_name="steplake-pg-committer")
         self._env = env
-        self._window = window_ms / 1000.0
-        self._max_group = max_group
-        self._on_commit = on_commit
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="steplake-pg-committer", daemon=True)
-        self._closed = False
-        self.commits = 0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def call(self, fn: Callable[[Tx], Any], keys: list[str]) -> Any:
-        """Run ``fn`` in the next group; ``keys``: the trajectories and groups it writes (locked first)."""
-        if self._closed:
-            raise StoreError("store is closed")
-        fut: Future[Any] = Future()
-        self._q.put((fn, fut, None, keys))
-        return fut.result()
-
-    def submit_nowait(self, fn: Callable[[Tx], Any], callback: Callable[[BaseException | None], None] | None,
-                      keys: list[str]) -> None:
-        if self._closed:
-            raise StoreError("store is closed")
-        self._q.put((fn, None, callback, keys))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._q.put(_STOP)
-            self._thread.join(timeout=30)
-
-    def _take(self, first: Any) -> tuple[list[Job], bool]:
-        jobs: list[Job] = [first]
-        deadline = time.monotonic() + self._window
-        while len(jobs) < self._max_group:
-            try:
-                item = self._q.get_nowait() if self._window <= 0 else self._q.get(
-                    timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return jobs, True
-            jobs.append(item)
-        return jobs, False
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._q.get()
-            if first is _STOP:
-                break
-            jobs, stop = self._take(first)
-            self._deliver(jobs, self._run_group(jobs))
-
-    def _run_group(self, jobs: list[Job]) -> list[tuple[Any, BaseException | None]]:
+    def _run_group(self, jobs: list[Any]) -> list[Result]:
         if len(jobs) == 1:
             return [self._run_alone(jobs[0][0], jobs[0][3])]
-        results: list[tuple[Any, BaseException | None]] = []
+        results: list[Result] = []
         try:
             with self._env.pool.connection() as conn, conn.transaction():
                 tx = Tx(conn, self._env)
@@ -254,7 +199,7 @@ class GroupCommitter:
             err = translate(e)
             return [(None, err) for _ in jobs]
 
-    def _run_alone(self, fn: Callable[[Tx], Any], keys: list[str]) -> tuple[Any, BaseException | None]:
+    def _run_alone(self, fn: Callable[[Tx], Any], keys: Iterable[str]) -> Result:
         try:
             res = run_tx(self._env, fn, keys)
             self.commits += 1
@@ -262,24 +207,9 @@ class GroupCommitter:
         except Exception as e:
             return None, translate(e)
 
-    def _deliver(self, jobs: list[Job], results: list[tuple[Any, BaseException | None]]) -> None:
+    def _deliver(self, jobs: list[Any], results: list[Result]) -> None:
         note_storage(self._env.health, [err for _, err in results])
-        if self._on_commit:
-            try:
-                self._on_commit()
-            except Exception:
-                log.exception("on_commit hook failed")
-        for (_, fut, cb, _), (res, err) in zip(jobs, results, strict=True):
-            if fut is not None:
-                if err is None:
-                    fut.set_result(res)
-                else:
-                    fut.set_exception(err)
-            if cb is not None:
-                try:
-                    cb(err)
-                except Exception:
-                    log.exception("capture callback failed")
+        super()._deliver(jobs, results)
 
 
 __all__ = ["Tx", "TxEnv", "lock_key", "finish", "run_tx", "translate", "GroupCommitter", "TRANSIENT", "note_storage"]

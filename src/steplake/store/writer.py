@@ -5,95 +5,65 @@ moment it wakes, runs each in its own SAVEPOINT (a failing job is rolled back al
 exception), then commits once: while one commit is being made durable, the next group accumulates.
 A job's result (or error) is delivered only after the commit, so "answered" implies "durable".
 A disk-full error (SQLITE_FULL) is delivered as ``StorageFullError`` (HTTP 507) and marks ``health``.
+The queue, the grouping and the delivery are store/commit.py's, shared with the PostgreSQL committer.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
+from ..types import Json
+from .codec import dumps
+from .commit import GroupCommit, Result
 from .health import StorageHealth, is_disk_full, storage_full_error
 
 log = logging.getLogger("steplake.store")
 
-Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any] | None", Callable[[BaseException | None], None] | None]
+EVENT_INSERT = "INSERT INTO events(kind, data, at) VALUES (?, ?, ?)"
+COUNTER_ADD = "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 
-_STOP = object()
+
+class SqliteTx:
+    """A job's write transaction on the writer thread, as the writes shared with PostgreSQL see it
+    (store/writes.py ``WriteTx``): events and counters are written at once (one writer: ids follow commits)."""
+
+    __slots__ = ("conn", "q")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.q: Callable[..., sqlite3.Cursor] = conn.execute
+
+    def one(self, sql: str, args: Any = ()) -> Any:
+        return self.conn.execute(sql, args).fetchone()
+
+    def all(self, sql: str, args: Any = ()) -> list[Any]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def event(self, kind: str, data: Json, now: float) -> None:
+        self.conn.execute(EVENT_INSERT, (kind, dumps(data), now))
+
+    def count(self, deltas: dict[str, int]) -> None:
+        self.conn.executemany(COUNTER_ADD, [(k, v) for k, v in deltas.items() if v])
 
 
-class WriterThread:
+class WriterThread(GroupCommit[sqlite3.Connection]):
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, max_group: int = 4096,
                  commit_window_ms: float = 0.0, on_commit: Callable[[], None] | None = None,
                  on_rollback: Callable[[], None] | None = None, health: StorageHealth | None = None) -> None:
+        super().__init__(window_ms=commit_window_ms, max_group=max_group, on_commit=on_commit,
+                         thread_name="steplake-writer")
         self._connect = connect
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._max_group = max_group
-        self._window = commit_window_ms / 1000.0
-        self._on_commit = on_commit
         self._on_rollback = on_rollback
         self.health = health
-        self._thread = threading.Thread(target=self._run, name="steplake-writer", daemon=True)
-        self._closed = False
-        self.commits = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
-        if self._closed:
-            raise RuntimeError("store is closed")
-        fut: Future[Any] = Future()
-        self._q.put((fn, fut, None))
-        return fut
-
-    def submit_nowait(self, fn: Callable[[sqlite3.Connection], Any],
-                      callback: Callable[[BaseException | None], None] | None) -> None:
-        if self._closed:
-            raise RuntimeError("store is closed")
-        self._q.put((fn, None, callback))
-
-    def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return self.submit(fn).result()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._q.put(_STOP)
-        self._thread.join(timeout=30)
-
-    def _take_group(self, first: Any) -> tuple[list[Job], bool]:
-        jobs: list[Job] = [first]
-        stop = False
-        deadline = time.monotonic() + self._window
-        while len(jobs) < self._max_group:
-            try:
-                item = self._q.get_nowait() if self._window <= 0 else self._q.get(
-                    timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is _STOP:
-                stop = True
-                break
-            jobs.append(item)
-        return jobs, stop
+        self._conn: sqlite3.Connection | None = None
 
     def _run(self) -> None:
-        conn = self._connect()
-        stop = False
-        while not stop:
-            first = self._q.get()
-            if first is _STOP:
-                break
-            jobs, stop = self._take_group(first)
-            self._run_group(conn, jobs)
-        conn.close()
+        self._conn = self._connect()
+        super()._run()
+        self._conn.close()
 
     def _classify(self, e: BaseException) -> BaseException:
         """A disk-full error becomes ``StorageFullError`` (and marks ``health``); others stay as they are."""
@@ -104,11 +74,13 @@ class WriterThread:
             self.health.failed(err)
         return err
 
-    def _run_group(self, conn: sqlite3.Connection, jobs: list[Job]) -> None:
-        results: list[tuple[Any, BaseException | None]] = []
+    def _run_group(self, jobs: list[Any]) -> list[Result]:
+        conn = self._conn
+        assert conn is not None
+        results: list[Result] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in jobs:
+            for fn, _, _, _ in jobs:
                 conn.execute("SAVEPOINT job")
                 try:
                     results.append((fn(conn), None))
@@ -136,22 +108,7 @@ class WriterThread:
             if self._on_rollback:
                 self._on_rollback()
             results = [(None, failure) for _ in jobs]
-        if self._on_commit:
-            try:
-                self._on_commit()
-            except Exception:
-                log.exception("on_commit hook failed")
-        for (_, fut, cb), (res, err) in zip(jobs, results, strict=True):
-            if fut is not None:
-                if err is None:
-                    fut.set_result(res)
-                else:
-                    fut.set_exception(err)
-            if cb is not None:
-                try:
-                    cb(err)
-                except Exception:
-                    log.exception("capture callback failed")
+        return results
 
 
-__all__ = ["WriterThread"]
+__all__ = ["WriterThread", "SqliteTx", "EVENT_INSERT", "COUNTER_ADD"]
