@@ -170,8 +170,16 @@ class Pool(StoreAccess):
 
     @staticmethod
     async def wait_on(marker: asyncio.Event, timeout: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(marker.wait(), timeout)
+        """Wait until ``marker`` is set or ``timeout`` passes. Not ``asyncio.wait_for``: on Python 3.11 it
+        swallows a cancellation that arrives as the marker is set, and the cancelled task then never ends
+        (a hung ``Pool.stop`` waiting for the rewarder)."""
+        if marker.is_set():
+            return
+        waiter = asyncio.ensure_future(marker.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
 
     async def _sweeper(self) -> None:
         while True:
@@ -396,11 +404,7 @@ class Pool(StoreAccess):
                 if failures == 1:
                     log.warning("cannot read the published policy: %s: %s", type(e).__name__, e)
             await asyncio.sleep(POLICY_CHECK_S * min(2 ** failures, 16))
-            waiter = asyncio.ensure_future(marker.wait())  # not wait_for: it can swallow our cancellation
-            try:
-                await asyncio.wait({waiter}, timeout=5.0)
-            finally:
-                waiter.cancel()
+            await self.wait_on(marker, 5.0)
 
     # batches -----------------------------------------------------------------------------------------
     async def fetch_batch(self, request: BatchIn) -> Json:
