@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -32,6 +32,9 @@ from .api.responses import JSONResponse
 from .config import Settings
 from .pool.pool import Pool
 from .store.base import Store
+
+if TYPE_CHECKING:
+    from .rewards import RewardEnv
 
 log = logging.getLogger("steplake.app")
 
@@ -64,10 +67,18 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
         from .rewards import load_reward_spec
 
         load_reward_spec(settings.rewards)
+
+    def reward_env() -> RewardEnv:  # read when a reward function runs: LLM judges use the gateway's upstream
+        from .rewards import RewardEnv
+
+        ups = gw.upstreams.upstreams if gw is not None else []
+        return RewardEnv(llm_base_url=ups[0].v1) if ups else RewardEnv()
+
     pool = Pool(store, idle_timeout=settings.idle_timeout, rewards=settings.rewards or None,
-                retention=settings.retention or None)
+                retention=settings.retention or None, reward_env=reward_env)
+    auth = Auth(pool, loopback=is_loopback(settings.host))
     gateway_cls = _gateway_class() if gateway else None
-    gw = gateway_cls(settings, pool) if gateway_cls is not None else None
+    gw = gateway_cls(settings, pool, auth=auth) if gateway_cls is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,10 +86,6 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
         try:
             if gw is not None:
                 await gw.start()
-                if pool.rewarder is not None and gw.upstreams.upstreams:  # LLM judges use the gateway's upstream
-                    from .rewards import RewardEnv
-
-                    pool.rewarder.env = RewardEnv(llm_base_url=gw.upstreams.upstreams[0].v1)
             try:
                 yield
             finally:
@@ -90,9 +97,6 @@ def create_app(settings: Settings, store: Store | None = None, *, gateway: bool 
     app = FastAPI(title="steplake", version=__version__, lifespan=lifespan, redoc_url=None,
                   default_response_class=JSONResponse,
                   description="Step-level data layer for agentic RL: gateway, data pool, batches.")
-    auth = Auth(pool, loopback=is_loopback(settings.host))
-    if gw is not None:
-        gw.auth = auth
     counts: Counter[int] = Counter()
     app.state.settings, app.state.store, app.state.pool = settings, store, pool
     app.state.gateway, app.state.auth, app.state.request_counts = gw, auth, counts

@@ -162,9 +162,12 @@ class ExchangeIndex:
 
 
 class KeyBindings(Protocol):
-    """What the gateway needs of ``steplake.api.auth.Auth``: the (cached) session binding of a call's key."""
+    """What the gateway needs of ``steplake.api.auth.Auth``: the (cached) session binding of a call's key,
+    and forgetting the cache when the gateway moves a session key to a new trajectory."""
 
     async def binding_of(self, headers: Mapping[str, str]) -> tuple[str, Json] | None: ...
+
+    def invalidate(self) -> None: ...
 
 
 @dataclass

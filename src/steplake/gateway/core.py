@@ -24,7 +24,7 @@ from ..upstreams.local import LocalModelProcess
 from ..upstreams.openai_compat import UpstreamClient
 from ..upstreams.routing import UpstreamPool
 from ..upstreams.tokenizer import FallbackTokenizer
-from .attribution import Attribution, ExchangeIndex, history_hashes, new_trajectory_id
+from .attribution import Attribution, ExchangeIndex, KeyBindings, history_hashes, new_trajectory_id
 from .capture import CallContext, Capturer
 from .http import Protocol, steplake_error_response, upstream_error_response
 from .policy import STALE, CallGate, PolicyPublisher, Ticket
@@ -38,8 +38,8 @@ T = TypeVar("T")
 class Gateway:
     """OpenAI/Anthropic-compatible proxy that records every call as a Step. See the package docstring."""
 
-    def __init__(self, settings: Settings, pool: Pool, *, health_interval: float = 5.0,
-                 ready_wait: float = 180.0) -> None:
+    def __init__(self, settings: Settings, pool: Pool, *, auth: KeyBindings | None = None,
+                 health_interval: float = 5.0, ready_wait: float = 180.0) -> None:
         self.settings = settings
         self.pool = pool
         self.local: LocalModelProcess | None = None
@@ -57,7 +57,7 @@ class Gateway:
         self.publisher = PolicyPublisher(settings, pool, self.upstreams, self.client, self.gate)
         self.scoring_calls = 0  # prompt_logprobs requests: forwarded, never captured
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.auth: Any = None  # steplake.api.auth.Auth, set by create_app: caches to drop when a key moves
+        self.auth = auth  # the app's key checks (steplake.api.auth.Auth): caches to drop when a key moves
         self._session_locks: dict[str, asyncio.Lock] = {}
         self._moved: dict[str, Json] = {}  # key id → the binding a session key was last moved to
         self._switch: float | None = None

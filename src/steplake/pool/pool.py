@@ -12,13 +12,16 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..errors import NotFoundError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
 from ..store.availability import Backoff, StoreAvailability, is_unavailable
 from ..store.base import AppendResult, Json, Page, Store
 from .access import StoreAccess
+
+if TYPE_CHECKING:
+    from ..rewards import RewardEnv
 
 log = logging.getLogger("steplake.pool")
 T = TypeVar("T")
@@ -43,8 +46,10 @@ class Pool(StoreAccess):
 
     def __init__(self, store: Store, *, idle_timeout: float = 300.0, sweep_interval: float | None = None,
                  event_poll_interval: float = 0.5, rewards: dict[str, Any] | None = None,
-                 retention: dict[str, float] | None = None, prune_interval: float = 3600.0) -> None:
+                 retention: dict[str, float] | None = None, prune_interval: float = 3600.0,
+                 reward_env: Callable[[], RewardEnv] | None = None) -> None:
         self.store = store
+        self.reward_env = reward_env  # what reward functions are lent (LLM judges: the gateway's upstream)
         self.retention = retention or {}
         self.prune_interval = prune_interval
         self.reward_config = rewards or {}
@@ -69,14 +74,13 @@ class Pool(StoreAccess):
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         await self._run(self.store.open)
-        if hasattr(self.store, "on_commit"):
-            self.store.on_commit = self.notify
+        self.store.set_commit_hook(self.notify)  # long polls and event streams wake at each commit
         self.availability.watch(lambda _available: self.notify())  # waiters find out (SSE error events)
         self._policy = await self._run(self.store.get_policy)
         if self.reward_config:
             from .rewarder import Rewarder
 
-            self.rewarder = Rewarder(self, self.reward_config)
+            self.rewarder = Rewarder(self, self.reward_config, self.reward_env)
             self.rewarder.start(await self._run(self.store.last_event_id))
         self._tasks.append(asyncio.create_task(self._sweeper()))
         if self.retention:

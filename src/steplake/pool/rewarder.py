@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError
@@ -48,11 +48,12 @@ STALE_MARGIN_S = 60.0  # a claim older than its function's timeout plus this is 
 
 
 class Rewarder:
-    def __init__(self, pool: Pool, raw_spec: dict[str, Any], env: RewardEnv | None = None, *,
-                 owner: str | None = None, catch_up_interval: float = 60.0) -> None:
+    def __init__(self, pool: Pool, raw_spec: dict[str, Any], env: RewardEnv | Callable[[], RewardEnv] | None = None,
+                 *, owner: str | None = None, catch_up_interval: float = 60.0) -> None:
         self.pool = pool
         self.spec: RewardSpec = load_reward_spec(raw_spec)
-        self.env = env or RewardEnv()
+        fixed = env if isinstance(env, RewardEnv) else RewardEnv()
+        self._env: Callable[[], RewardEnv] = env if callable(env) else (lambda: fixed)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.catch_up_interval = catch_up_interval
         self.scored = 0
@@ -64,6 +65,11 @@ class Rewarder:
         self._task: asyncio.Task[None] | None = None
         self._sem = asyncio.Semaphore(4)
         self._held: set[ClaimKey] = set()  # claims this process is working on now
+
+    @property
+    def env(self) -> RewardEnv:
+        """What reward functions are lent, read each time one runs (the gateway's upstream may come later)."""
+        return self._env()
 
     @property
     def channels(self) -> list[str]:

@@ -12,24 +12,20 @@ from .base import AppendResult, BatchSelection, KeyRecord, Page, Store
 def open_store(db: str, settings: Any = None) -> Store:
     """``postgresql://...`` → PostgresStore; ``sqlite:///path`` or a plain path → SqliteStore (not yet opened)."""
     window = float(getattr(settings, "commit_window_ms", 0.0) or 0.0)
+    rewards = getattr(settings, "rewards", None)
+    weights = _weights(rewards) if rewards else None  # how the stores combine reward components
     if db.startswith(("postgresql://", "postgres://")):
         try:
             from .postgres import PostgresStore
         except ImportError as e:
             raise ConfigError(f"PostgreSQL store unavailable: {e}") from None
-        pg = PostgresStore(db, commit_window_ms=window)
-        if settings is not None and getattr(settings, "rewards", None):
-            pg.reward_weights = _weights(settings.rewards)
-        return pg
+        return PostgresStore(db, commit_window_ms=window, reward_weights=weights)
     from .sqlite import SqliteStore
 
     path = db[len("sqlite:///"):] if db.startswith("sqlite:///") else db
     if not path or path == ":memory:":
         raise ConfigError("--db needs a file path (an in-memory database would lose acknowledged steps)")
-    store = SqliteStore(path, commit_window_ms=window)
-    if settings is not None and getattr(settings, "rewards", None):
-        store.reward_weights = _weights(settings.rewards)
-    return store
+    return SqliteStore(path, commit_window_ms=window, reward_weights=weights)
 
 
 def _weights(rewards: dict[str, Any]) -> dict[str, float]:

@@ -80,7 +80,8 @@ def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
 
 class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
-                 pool_size: int = 8, commit_window_ms: float = 0.0) -> None:
+                 pool_size: int = 8, commit_window_ms: float = 0.0, reward_weights: dict[str, float] | None = None
+                 ) -> None:
         self.url, url_schema = split_schema(url)
         self.schema = schema or url_schema or "public"
         if not SCHEMA_RE.match(self.schema):
@@ -88,7 +89,7 @@ class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
         self.drop_schema_on_close = drop_schema_on_close
         self.pool_size = pool_size
         self.commit_window_ms = commit_window_ms
-        self.reward_weights: dict[str, float] = {}
+        self.reward_weights: dict[str, float] = dict(reward_weights or {})  # component → weight (rewards config)
         self.on_commit: Callable[[], None] | None = None
         self._pool: ConnectionPool[Any] | None = None
         self._committer: GroupCommitter | None = None
@@ -134,6 +135,9 @@ class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
     def _committed(self) -> None:
         if self.on_commit is not None:
             self.on_commit()
+
+    def set_commit_hook(self, hook: Callable[[], None] | None) -> None:
+        self.on_commit = hook
 
     def _listen(self) -> None:
         """Wake this process when any server commits (NOTIFY is sent at the end of every write). The

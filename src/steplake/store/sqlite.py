@@ -39,7 +39,8 @@ DENSE_CHECK_EVERY = 20_000  # SQLite VM steps between two looks at the clock dur
 class SqliteStore(StoreReads, StoreWrites, SqliteWrites, SqliteAudit, SqliteOverview):
     dialect = SQLITE
 
-    def __init__(self, path: str | Path, *, commit_window_ms: float = 0.0, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, commit_window_ms: float = 0.0, synchronous: str = "FULL",
+                 reward_weights: dict[str, float] | None = None) -> None:
         self.path = str(path)
         self.commit_window_ms = commit_window_ms
         self.synchronous = synchronous
@@ -47,7 +48,7 @@ class SqliteStore(StoreReads, StoreWrites, SqliteWrites, SqliteAudit, SqliteOver
         self._traj: dict[str, TrajState] = {}
         self._groups_known: set[str] = set()
         self._policy_version = 0
-        self.reward_weights: dict[str, float] = {}
+        self.reward_weights: dict[str, float] = dict(reward_weights or {})  # component → weight (rewards config)
         self.on_commit: Callable[[], None] | None = None
         self._writer: Any = None
         self._readers: list[sqlite3.Connection] = []
@@ -102,6 +103,9 @@ class SqliteStore(StoreReads, StoreWrites, SqliteWrites, SqliteAudit, SqliteOver
     def _committed(self) -> None:
         if self.on_commit is not None:
             self.on_commit()
+
+    def set_commit_hook(self, hook: Callable[[], None] | None) -> None:
+        self.on_commit = hook
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
