@@ -5,8 +5,8 @@
 :mod:`steplake.batches.export` (trajectories are loaded ``CHUNK_TRAJECTORIES`` at a time, never the
 whole pool):
 
-- **filters** (default): trajectories matching :data:`FILTERS` (default ``status=complete``; abandoned
-  ones never, open ones only with ``include_open``), in pool order;
+- **filters** (default): trajectories matching an :class:`~steplake.filters.ExportFilter` (default
+  ``status=complete``; abandoned ones never, open ones only with ``include_open``), in pool order;
 - **batch_id**: exactly the steps a recorded batch served (its recipe unless another is given);
 - **from_manifest**: exactly the step ids of an earlier export, with its recipe re-applied to the same
   trajectories, so the content hash is the same however many steps arrived since. When the content
@@ -24,7 +24,6 @@ Beside the manifest, ``<manifest>.trajectories`` lists ``trajectory_id<TAB>group
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,25 +34,15 @@ from typing import Any
 from .batches.export import FORMATS, ExportError, diff_rows, read_export, to_export_row, write_export
 from .batches.manifest import HF_MANIFEST_NAME, Manifest, manifest_path_for, read_manifest, write_manifest
 from .batches.recipes import RECIPES, apply_recipe, drop_zero_variance
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, FilterError, NotFoundError
+from .filters import LOCAL_FILTERS, ExportFilter, parse_filter
 from .store.base import Store
 from .types import Json
 
 PAGE = 500
 CHUNK_TRAJECTORIES = 200
-STATUSES = ("open", "complete", "abandoned")
-
-# filter name → kind. Trajectory-list filters go to the store; the batch-style ones apply here.
-FILTERS: dict[str, str] = {
-    "channel": "str", "group_id": "str", "status": "str", "quality": "str", "agent": "str",
-    "continuity": "str", "q": "str", "trainable": "bool", "has_reward": "bool", "min_reward": "float",
-    "max_reward": "float", "since": "float", "until": "float", "policy_version": "int",
-    "trainable_only": "bool", "reward_present": "bool", "quality_in": "list", "quality_not_in": "list",
-    "max_staleness": "int", "drop_zero_variance": "bool",
-}  # fmt: skip
-LOCAL_FILTERS = frozenset({"trainable_only", "reward_present", "quality_in", "quality_not_in", "max_staleness",
-                           "drop_zero_variance"})
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+# filter names: trajectory-list filters go to the store; the batch-style ones (LOCAL_FILTERS) apply here
+FILTERS = frozenset(ExportFilter.model_fields)
 
 
 class ExportChangedError(ConflictError):
@@ -62,48 +51,14 @@ class ExportChangedError(ConflictError):
     code = "export_changed"
 
 
-def _coerce(name: str, kind: str, v: Any) -> Any:
-    if kind == "str":
-        if not isinstance(v, str | int) or isinstance(v, bool) or not str(v) or len(str(v)) > 1000:
-            raise ValueError("expected a non-empty string")
-        return str(v)
-    if kind == "bool":
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, str) and v.lower() in _TRUE + _FALSE:
-            return v.lower() in _TRUE
-        raise ValueError("expected true or false")
-    if kind == "list":
-        items = v.split(",") if isinstance(v, str) else v
-        if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
-            raise ValueError("expected a list of strings (or a comma-separated string)")
-        return [x.strip() for x in items]
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise ValueError(f"expected a{'n integer' if kind == 'int' else ' number'}")
-    num = int(v) if kind == "int" else float(v)
-    if not math.isfinite(num) or abs(num) > 1e300 or (kind == "int" and not 0 <= num < 2**31):
-        raise ValueError("out of range")
-    return num
-
-
 def normalize_filters(filters: Mapping[str, Any] | None, channel: str | None = None) -> Json:
-    """Validated, typed filters (strings from the CLI are coerced); unknown names → ``ExportError``."""
-    out: Json = {}
-    for name, value in (filters or {}).items():
-        kind = FILTERS.get(name)
-        if kind is None:
-            raise ExportError(f"unknown filter {name!r}; known: {', '.join(sorted(FILTERS))}")
-        if value is None:
-            continue
-        try:
-            out[name] = _coerce(name, kind, value)
-        except (ValueError, TypeError) as e:
-            raise ExportError(f"filter {name!r}: {e}") from None
-    if channel is not None:
-        out["channel"] = _coerce("channel", "str", channel)
-    if out.get("status") is not None and out["status"] not in STATUSES:
-        raise ExportError(f"filter 'status' must be one of {', '.join(STATUSES)}")
-    return out
+    """The filters given, typed (``parse_filter`` as an :class:`ExportFilter`; ``channel`` wins over a
+    ``channel`` filter); an unknown name or a bad value is an ``ExportError``."""
+    raw = {**(filters or {}), **({"channel": channel} if channel is not None else {})}
+    try:
+        return parse_filter(raw, ExportFilter).model_dump(exclude_none=True)
+    except FilterError as e:
+        raise ExportError(e.message) from None
 
 
 @dataclass
@@ -337,5 +292,5 @@ def export_pool(store: Store, *, path: str | os.PathLike[str], format: str, chan
     return manifest
 
 
-__all__ = ["FILTERS", "ExportChangedError", "export_pool", "normalize_filters", "remove_export",
+__all__ = ["FILTERS", "LOCAL_FILTERS", "ExportChangedError", "export_pool", "normalize_filters", "remove_export",
            "resolve_manifest", "trajectories_file_for"]

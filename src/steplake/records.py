@@ -229,21 +229,47 @@ class RewardIn(_In):
         return self
 
 
-class CurationFilter(_In):
-    channel: Name | None = None
-    group_id: RecordId | None = None
+FilterText = Annotated[str, Field(max_length=128, pattern=NO_NUL_PATTERN)]
+FilterNumber = Annotated[float, Field(ge=-1e300, le=1e300)]
+FilterEpoch = Annotated[float, Field(ge=0, le=1e11)]
+
+
+class TrajectoryFilter(_In):
+    """Which trajectories, defined once: the query parameters of ``GET /trajectories``, ``filter`` of ``POST
+    /curation``, the dashboard's curate-all, exports and reward runs (``steplake.filters`` parses a mapping of
+    them and adds the exports' batch-style ones). Strings are coerced (``"true"``, ``"0.5"``, ``"3"``)."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    channel: FilterText | None = None
+    group_id: FilterText | None = None
     status: TrajectoryStatus | None = None
-    quality: Annotated[str, Field(max_length=1000), NoNul] | None = None
+    quality: FilterText | None = None
     trainable: bool | None = None
-    min_reward: float | None = None
-    max_reward: float | None = None
-    agent: Annotated[str, Field(max_length=1000), NoNul] | None = None
+    agent: FilterText | None = None
+    min_reward: FilterNumber | None = None
+    max_reward: FilterNumber | None = None
+    continuity: Continuity | None = Field(
+        default=None, description="fork / realigned: trajectories holding at least one such step")
+    policy_version: PolicyVersion | None = None
+    since: FilterEpoch | None = Field(default=None, description="Created at or after (epoch seconds).")
+    until: FilterEpoch | None = Field(default=None, description="Created at or before (epoch seconds).")
+    q: Annotated[str, Field(min_length=1, max_length=1000, pattern=NO_NUL_PATTERN)] | None = Field(
+        default=None, description="Text searched in messages (no NUL characters).")
+    has_reward: bool | None = None
+
+    def query(self) -> dict[str, Any]:
+        """The fields given, as the stores read them (``Store.list_trajectories``, ``trajectory_ids_matching``)."""
+        return {k: v for k in TrajectoryFilter.model_fields if (v := getattr(self, k)) is not None}
+
+
+CurationFilter = TrajectoryFilter  # its former name
 
 
 class CurationIn(_In):
     step_ids: list[RecordId] | None = Field(default=None, max_length=100_000)
     trajectory_ids: list[RecordId] | None = Field(default=None, max_length=100_000)
-    filter: CurationFilter | None = None
+    filter: TrajectoryFilter | None = None
     quality: Label | None = None
     trainable: bool | None = None
     tags_add: list[Label] | None = None
@@ -323,7 +349,7 @@ class KeyIn(_In):
 
 __all__ = [
     "Step", "StepsIn", "StepResponse", "TrajectoryIn", "GroupIn", "CompleteIn", "RewardIn", "CurationIn",
-    "CurationFilter", "FeedbackIn", "BatchIn", "BatchFilters", "PolicyIn", "KeyIn", "Continuity",
+    "CurationFilter", "TrajectoryFilter", "FeedbackIn", "BatchIn", "BatchFilters", "PolicyIn", "KeyIn", "Continuity",
     "TokenSource", "TrajectoryStatus", "GroupStatus", "Scope", "Recipe", "Layout", "INT32_MIN", "INT32_MAX",
     "INT64_MAX", "MAX_STEP_INDEX", "MAX_JSON_DEPTH", "ID_RE", "NAME_RE", "NO_NUL_PATTERN", "REALIGN_TOLERANCE",
     "DEFAULT_CHANNEL", "json_problem", "NoNul", "Label", "Metadata", "JsonObject", "PolicyVersion",

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..records import CompleteIn, Continuity, GroupIn, GroupStatus, TrajectoryIn, TrajectoryStatus
+from ..filters import TrajectoryQuery
+from ..records import CompleteIn, GroupIn, GroupStatus, TrajectoryIn
 from .common import documented_body, new_id, page_answer, pool_of, settings_of, trajectory_urls
-from .params import (
-    DEFAULT_LIMIT,
-    Cursor,
-    Epoch,
-    IdFilter,
-    Limit,
-    NameFilter,
-    Number,
-    PathId,
-    Text,
-    Version,
-    compact,
-)
+from .params import DEFAULT_LIMIT, Cursor, Limit, NameFilter, PathId, compact
 from .responses import ok, read_model
 
 router = APIRouter(prefix="/api/v1", tags=["trajectories"])
@@ -48,18 +39,11 @@ async def post_trajectory(request: Request) -> Response:
 
 
 @router.get("/trajectories", summary="List trajectories")
-async def list_trajectories(
-    request: Request, channel: NameFilter = None, group_id: IdFilter = None,
-    status: TrajectoryStatus | None = None, quality: NameFilter = None, trainable: bool | None = None,
-    agent: NameFilter = None, min_reward: Number = None, max_reward: Number = None,
-    continuity: Continuity | None = None, policy_version: Version = None, since: Epoch = None,
-    until: Epoch = None, q: Text = None, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT,
-) -> Response:
-    """``continuity=fork`` lists trajectories holding at least one step with that continuity."""
-    filters = compact(channel=channel, group_id=group_id, status=status, quality=quality, trainable=trainable,
-                      agent=agent, min_reward=min_reward, max_reward=max_reward, continuity=continuity,
-                      policy_version=policy_version, since=since, until=until, q=q)
-    return page_answer(await pool_of(request).list_trajectories(filters, cursor, limit))
+async def list_trajectories(request: Request, filters: Annotated[TrajectoryQuery, Query()],
+                            cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT) -> Response:
+    """Filters: the fields of ``TrajectoryFilter`` (``continuity=fork`` lists trajectories holding at least
+    one step with that continuity)."""
+    return page_answer(await pool_of(request).list_trajectories(filters.query(), cursor, limit))
 
 
 @router.get("/trajectories/{trajectory_id}", summary="One trajectory with its steps (full ids)")

@@ -10,7 +10,6 @@ open. The helpers under ``/api/v1/dashboard`` go through the API's key and scope
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +22,8 @@ from starlette.responses import FileResponse, Response
 
 from ..api.params import RequiredId
 from ..errors import NotFoundError, SteplakeError, ValidationError
-from ..records import INT32_MAX, CurationIn
+from ..filters import TrajectoryFilter, parse_filter
+from ..records import CurationIn
 from ..store.base import Json
 from .tokens import decoder_of
 
@@ -144,45 +144,12 @@ class MatchingCurationIn(BaseModel):
     reviewer: str | None = None
 
 
-FILTER_KEYS = {"channel", "group_id", "status", "quality", "trainable", "agent", "min_reward", "max_reward",
-               "continuity", "policy_version", "since", "until", "q"}
-
-
-def normalize_filters(raw: dict[str, Any]) -> Json:
-    """Typed filters from the list's query-string values ("true", "0.5", ...)."""
-    out: Json = {}
-    for k, v in raw.items():
-        if v is None or v == "":
-            continue
-        try:
-            if k == "trainable":
-                out[k] = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
-            elif k in ("min_reward", "max_reward", "since", "until"):
-                out[k] = float(v)
-                if not math.isfinite(out[k]):
-                    raise ValueError
-            elif k == "policy_version":
-                out[k] = int(v)
-                if not 0 <= out[k] <= INT32_MAX:
-                    raise ValueError
-            else:
-                out[k] = str(v)[:1000]
-                if "\x00" in out[k]:
-                    raise ValueError
-        except (TypeError, ValueError, OverflowError):
-            raise ValidationError(f"invalid value for filter {k!r}", code="invalid_filter") from None
-    return out
-
-
 @router.post("/api/v1/dashboard/curate", summary="Curate every trajectory matching a list filter")
 async def curate_matching(request: Request) -> Response:
     from ..api.responses import read_model, validation_error
 
     body = await read_model(request, MatchingCurationIn)
-    unknown = set(body.filters) - FILTER_KEYS
-    if unknown:
-        raise ValidationError(f"unknown filter(s): {', '.join(sorted(unknown))[:300]}", code="unknown_filter")
-    filters = normalize_filters(body.filters)
+    filters = parse_filter(body.filters, TrajectoryFilter).query()  # the list's query-string values, typed
     pool = request.app.state.pool
     ids: list[str] = await pool.trajectory_ids_matching(filters, MAX_MATCHING + 1)
     if len(ids) > MAX_MATCHING:

@@ -3,11 +3,8 @@ rule a step must meet to join a trajectory is ``rules.status.check_step_fits``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..records import Step
-
-Json = dict[str, Any]
+from ..types import Json
 
 
 def account_step(tdelta: dict[str, Json], counts: dict[str, int], s: Step, tid: str, index: int,
