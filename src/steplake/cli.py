@@ -63,7 +63,7 @@ def _exit(code: int, standalone_mode: bool) -> int:
 def _parse_retention(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float] | None:
     if not values:
         return None
-    from .store.lifecycle import parse_retention
+    from .pool.lifecycle import parse_retention
 
     try:
         return parse_retention(",".join(values))
@@ -424,7 +424,7 @@ def keys_revoke(key_id: str, db: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 def prune(db: str | None, retention: dict[str, float] | None, dry_run: bool) -> None:
     """Delete trajectories older than their channel's retention (open and leased ones are kept)."""
-    from .store.lifecycle import prune as run_prune
+    from .pool.lifecycle import prune as run_prune
 
     settings = build_settings({"db": db})
     keep = retention or settings.retention

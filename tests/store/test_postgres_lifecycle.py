@@ -1,4 +1,4 @@
-"""Retention and pruning (store/lifecycle.py) on every Store: SQLite always, PostgreSQL when configured."""
+"""Retention and pruning (pool/lifecycle.py) on every Store: SQLite always, PostgreSQL when configured."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from steplake.errors import ValidationError
+from steplake.pool.lifecycle import DAY, parse_retention, prune
 from steplake.records import BatchIn, RewardIn, Step
-from steplake.store.lifecycle import DAY, parse_retention, prune
 
 P = list(range(100, 120))
 

@@ -35,8 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..store.audit import ACTIONS, audit_entry
-from ..store.base import Json
+from ..store.base import ACTIONS, Json, audit_entry
 from .common import page_answer, pool_of
 from .params import Cursor, Epoch, Limit
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import orjson
+
 from ..records import BatchIn
 from ..store.base import BatchSelection, Json, Store
-from ..store.codec import dumps
 
 
 def _attach_steps(store: Store, request: BatchIn, sel: BatchSelection, excluded: dict[str, int]) -> list[Json]:
@@ -57,13 +58,16 @@ def _summary(groups: list[Json], sel: BatchSelection) -> Json:
     }
 
 
+_HASHED = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY  # the bytes the store's codec writes
+
+
 def content_hash(groups: list[Json]) -> str:
     h = hashlib.sha256()
     for g in groups:
         for t in g["trajectories"]:
             for s in t["steps"]:
-                h.update(dumps([s["step_id"], s["prompt_ids"], s["response_ids"], s["response_logprobs"],
-                                t["reward"], t.get("advantage")]))
+                h.update(orjson.dumps([s["step_id"], s["prompt_ids"], s["response_ids"], s["response_logprobs"],
+                                       t["reward"], t.get("advantage")], option=_HASHED))
     return h.hexdigest()
 
 

@@ -14,10 +14,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from ..availability import Backoff, StoreAvailability, is_unavailable
 from ..errors import NotFoundError
 from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
-from ..store.availability import Backoff, StoreAvailability, is_unavailable
-from ..store.base import AppendResult, Json, Page, Store
+from ..store.base import AppendResult, Json, Page, Store, audit_entry
 from .access import StoreAccess
 
 if TYPE_CHECKING:
@@ -196,8 +196,7 @@ class Pool(StoreAccess):
                 self._background_failed("idle sweep", e)
 
     async def _pruner(self) -> None:
-        from ..store.audit import audit_entry
-        from ..store.lifecycle import prune
+        from .lifecycle import prune
 
         backoff = Backoff(first=1.0, cap=60.0)
         while True:

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..availability import Backoff, is_unavailable
 from ..errors import NotFoundError
 from ..records import RewardIn
 from ..rewards import (
@@ -35,8 +36,7 @@ from ..rewards import (
 )
 from ..rewards import score_group as run_group
 from ..rewards import score_trajectory as run_one
-from ..store.availability import Backoff, is_unavailable
-from ..store.claims import ClaimKey
+from ..store.base import ClaimKey
 from ..types import Json
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ field       meaning
             (loopback-only) server; ``cli`` for a command run on the database directly; ``server`` for the
             server's own work (retention)
 ``via``     ``key`` / ``session`` (dashboard cookie) / ``open`` (keyless server) / ``cli`` / ``server``
-``action``  one of :data:`ACTIONS`
+``action``  one of :data:`ACTIONS` (``steplake.store.base``, with :func:`audit_entry`)
 ``target``  what it acted on (a key id, a trajectory id, a policy version, an export id ...), or null
 ``summary`` an object: what changed (counts, scope, labels ...); never a key's secret
 ``client``  where from: the client's address over HTTP, ``user@host`` for the CLI, null for the server
@@ -32,32 +32,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ValidationError
-from .base import Json, Page
+from .base import ACTIONS, VIAS, Json, Page, audit_entry
 from .codec import dumps, loads
 
-ACTIONS = ("key.create", "key.revoke", "session.create", "trajectory.delete", "trajectories.prune",
-           "policy.publish", "curation.update", "rewards.run", "export.create")
-VIAS = ("key", "session", "open", "cli", "server")
 AUDIT_COLUMNS = "id, at, actor, via, action, target, summary, client"
 _INSERT = "INSERT INTO audit(at, actor, via, action, target, summary, client) VALUES ({ph}) RETURNING id"
-MAX_TEXT = 256
 INT64_MAX = 2**63 - 1
-
-
-def audit_entry(action: str, *, actor: str, via: str, target: str | None = None, summary: Json | None = None,
-                client: str | None = None, at: float | None = None) -> Json:
-    """An entry to append (``append_audit``); text fields are cut to ``MAX_TEXT`` characters."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown audit action {action!r}")
-    if via not in VIAS:
-        raise ValueError(f"unknown audit via {via!r}")
-    return {"at": time.time() if at is None else at, "actor": _text(actor), "via": via, "action": action,
-            "target": None if target is None else _text(str(target)), "summary": dict(summary or {}),
-            "client": None if client is None else _text(client)}
-
-
-def _text(value: str) -> str:
-    return value.replace("\x00", "")[:MAX_TEXT]  # PostgreSQL text holds no NUL
 
 
 def _values(entry: Json) -> tuple[Any, ...]:

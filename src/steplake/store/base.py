@@ -19,6 +19,7 @@ Contract (checked by tests/store/test_contract.py against every implementation):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -61,6 +62,29 @@ class KeyRecord:
     revoked_at: float | None = None
     last_used_at: float | None = None
     binding: Json | None = None  # {trajectory_id, group_id?, channel?, metadata?}: a key bound to a session
+
+
+# the audit log's entries (fields: steplake.store.audit): what ``append_audit`` takes
+ACTIONS = ("key.create", "key.revoke", "session.create", "trajectory.delete", "trajectories.prune",
+           "policy.publish", "curation.update", "rewards.run", "export.create")
+VIAS = ("key", "session", "open", "cli", "server")
+MAX_TEXT = 256
+
+
+def audit_entry(action: str, *, actor: str, via: str, target: str | None = None, summary: Json | None = None,
+                client: str | None = None, at: float | None = None) -> Json:
+    """An entry to append (``append_audit``); text fields are cut to ``MAX_TEXT`` characters."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    if via not in VIAS:
+        raise ValueError(f"unknown audit via {via!r}")
+    return {"at": time.time() if at is None else at, "actor": _text(actor), "via": via, "action": action,
+            "target": None if target is None else _text(str(target)), "summary": dict(summary or {}),
+            "client": None if client is None else _text(client)}
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "")[:MAX_TEXT]  # PostgreSQL text holds no NUL
 
 
 class Store(Protocol):
@@ -138,4 +162,5 @@ class Store(Protocol):
     def list_audit(self, filters: Json, cursor: str | None, limit: int) -> Page: ...
 
 
-__all__ = ["Store", "Page", "AppendResult", "BatchSelection", "KeyRecord", "Json"]
+__all__ = ["Store", "Page", "AppendResult", "BatchSelection", "KeyRecord", "ClaimKey", "Json", "ACTIONS", "VIAS",
+           "audit_entry"]

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
+from ..availability import is_unavailable
 from ..types import Json
-from .availability import is_unavailable
 from .base import Page
 from .dialect import POSTGRES
 from .filters import PG_DENSE_TEXT_SQL, like_pattern, traj_page_sql, traj_where

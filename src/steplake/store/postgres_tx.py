@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerr
 
+from ..availability import is_unavailable
 from ..errors import ConflictError, SteplakeError, StoreError, StoreUnavailableError, ValidationError
-from .availability import is_unavailable
 from .base import Json
 from .codec import dumps
 from .commit import GroupCommit, Result

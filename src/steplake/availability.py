@@ -1,6 +1,7 @@
-"""Store availability: whether the database answers, as this process sees it: outages are detected (a lost connection, a store
-call that could not reach the server), counted and reported (``/readyz``, ``stats.store``), and the
-long-lived tasks that depend on the store back off and retry until it answers again.
+"""Store availability: whether the database answers, as this process sees it: outages are detected (a lost
+connection, a store call that could not reach the server), counted and reported (``/readyz``,
+``stats.store``), and the long-lived tasks that depend on the store back off and retry until it answers
+again. On the ground floor: the PostgreSQL backend and the pool both use it.
 
 SQLite never has an outage here (a file either opens or the server does not start); PostgreSQL has one
 while its server restarts or cannot be reached.
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import StoreUnavailableError
+from .errors import StoreUnavailableError
 
 # SQLSTATEs of a server that is going away or not accepting connections (class 08: connection exceptions)
 _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})

@@ -1,4 +1,5 @@
-"""Data lifecycle: retention per channel (``steplake prune``, ``--retention CHANNEL=DAYS``), on every Store.
+"""Data lifecycle: retention per channel (``steplake prune``, ``--retention CHANNEL=DAYS``), on every Store
+(through the Store protocol only: the pool's pruner runs it, and the CLI on the database directly).
 
 A trajectory is pruned when it is older than its channel's retention, measured from its last change
 (``updated_at``: last step, completion, curation does not count), and it is not in use: not ``open`` (an
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..rules.leases import lease_active
-from .base import Json, Store
+from ..store.base import Json, Store
 
 DAY = 86400.0
 ALL = "*"
