@@ -8,12 +8,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..types import Json
+from .codec import dumps
 from .overview import Row, compute_overview
+
+# every probe of one halving in one statement: the first step at or after each mid (a rowid seek each)
+_PROBE_SQL = ("SELECT m.value, s.seq, s.created_at FROM json_each(?) AS m JOIN steps AS s"
+              " ON s.seq = (SELECT seq FROM steps WHERE seq >= m.value ORDER BY seq LIMIT 1)")
 
 
 class SqliteOverviewSource:
-    """:class:`~steplake.store.overview.OverviewSource` on one SQLite connection (probes are in-process
-    b-tree lookups, so one query per probe)."""
+    """:class:`~steplake.store.overview.OverviewSource` on one SQLite connection."""
 
     bucket_sql = "CAST(created_at / ? AS INTEGER)"  # created_at > 0: truncation is floor
 
@@ -24,13 +28,8 @@ class SqliteOverviewSource:
         return self.conn.execute(sql, tuple(args)).fetchall()
 
     def first_steps(self, mids: Sequence[int]) -> dict[int, tuple[int, float]]:
-        out: dict[int, tuple[int, float]] = {}
-        for mid in mids:
-            row = self.conn.execute("SELECT seq, created_at FROM steps WHERE seq >= ? ORDER BY seq LIMIT 1",
-                                    (mid,)).fetchone()
-            if row is not None:
-                out[mid] = (int(row[0]), float(row[1]))
-        return out
+        rows = self.conn.execute(_PROBE_SQL, (dumps([int(m) for m in mids]).decode(),)).fetchall()
+        return {int(mid): (int(seq), float(at)) for mid, seq, at in rows}
 
 
 class SqliteOverview:
