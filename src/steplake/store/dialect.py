@@ -28,6 +28,11 @@ class Dialect:
         """``text`` with this dialect's placeholder for each ``?``."""
         return text if self.ph == "?" else text.replace("?", self.ph)
 
+    def lock_order(self, col: str) -> str:
+        """``ORDER BY col`` where rows are locked as they are read (PostgreSQL: every writer locks in one
+        order, so two never deadlock); nothing on SQLite."""
+        return f" ORDER BY {col}" if self.for_update else ""
+
     def in_ids(self, col: str, ids: Sequence[Any]) -> tuple[str, list[Any]]:
         """``col`` is one of ``ids``: the clause and its arguments."""
         if self.ph == "?":

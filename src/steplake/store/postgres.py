@@ -24,14 +24,13 @@ import psycopg
 import psycopg.sql
 from psycopg_pool import ConnectionPool
 
-from ..availability import Backoff, StoreAvailability, is_unavailable
 from ..errors import ConfigError, StorageFullError, StoreError
-from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from ..records import BatchIn, Step
 from .audit import PgAudit
-from .base import AppendResult, BatchSelection, Json, KeyRecord
+from .availability import Backoff, StoreAvailability, is_unavailable
+from .base import AppendResult, BatchSelection, Json
 from .dialect import POSTGRES
 from .encode import index_existing_text
-from .keys import check_binding
 from .postgres_append import PgAppend
 from .postgres_overview import PgOverview
 from .postgres_reads import PgReads
@@ -39,7 +38,6 @@ from .postgres_schema import PG_MIGRATIONS, PG_TEXT_INDEX_VERSION
 from .postgres_select import pg_select_groups
 from .postgres_tx import GroupCommitter, Tx, TxEnv, lock_key, note_storage, run_tx
 from .upgrade import record_version, upgrade_schema
-from .writes import StoreWrites
 
 log = logging.getLogger("steplake.store")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -78,7 +76,7 @@ def pg_trigram_index(conn: psycopg.Connection[Any]) -> None:
         log.warning("message search without a trigram index (pg_trgm unavailable: %s)", str(e).strip())
 
 
-class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
+class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
     def __init__(self, url: str, *, schema: str | None = None, drop_schema_on_close: bool = False,
                  pool_size: int = 8, commit_window_ms: float = 0.0, reward_weights: dict[str, float] | None = None
                  ) -> None:
@@ -98,7 +96,7 @@ class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
         self._stop = threading.Event()
         self._policy_key = lock_key("steplake-policy", self.schema)
         self._channel = f"steplake_{self.schema}"
-        self.availability = StoreAvailability()  # outages seen by this process (availability.py)
+        self.availability = StoreAvailability()  # outages seen by this process (store/availability.py)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -276,73 +274,14 @@ class PostgresStore(PgReads, StoreWrites, PgAppend, PgAudit, PgOverview):
         steps = _with_step_ids(steps)
         self._group().submit_nowait(lambda tx: self._w_append(tx, steps), callback, _step_keys(steps))
 
-    # -- trajectories and groups ------------------------------------------------------------------------
-    def create_trajectory(self, trajectory_id: str, group_id: str | None, group_size: int | None,
-                          channel: str | None, metadata: Json) -> Json:
-        self._tx(lambda tx: self._w_create_trajectory(tx, trajectory_id, group_id, group_size, channel, metadata),
-                 [trajectory_id, group_id or trajectory_id, *self._traj_keys(trajectory_id)])
-        t = self.get_trajectory(trajectory_id, with_steps=False)
-        assert t is not None
-        return t
-
-    def create_group(self, group_id: str, n: int, channel: str | None, metadata: Json,
-                     trajectory_ids: Sequence[str]) -> Json:
-        self._tx(lambda tx: self._w_create_group(tx, group_id, n, channel, metadata, trajectory_ids),
-                 [group_id, *trajectory_ids])
-        g = self.get_group(group_id)
-        assert g is not None
-        return g
-
-    def complete_trajectory(self, trajectory_id: str, reward: float | None, metadata: Json | None = None) -> Json:
-        self._tx(lambda tx: self._w_complete(tx, trajectory_id, reward, metadata), self._traj_keys(trajectory_id))
-        t = self.get_trajectory(trajectory_id, with_steps=False)
-        assert t is not None
-        return t
-
-    def delete_trajectory(self, trajectory_id: str) -> bool:
-        return bool(self._tx(lambda tx: self._w_delete(tx, trajectory_id), self._traj_keys(trajectory_id)))
-
-    def sweep_idle(self, idle_timeout: float, now: float | None = None) -> int:
-        t = time.time() if now is None else now
-        if self._one("SELECT 1 FROM trajectories WHERE status = 'open' AND updated_at < %s LIMIT 1",
-                     (t - idle_timeout,)) is None:
-            return 0
-        return int(self._tx(lambda tx: self._w_sweep(tx, idle_timeout, t)))
-
-    # -- rewards, curation, feedback ----------------------------------------------------------------------
-    def add_reward(self, reward: RewardIn) -> Json:
-        keys = self._traj_keys(reward.trajectory_id, reward.step_id)
-        return self._tx(lambda tx: self._w_add_reward(tx, reward), keys)  # type: ignore[no-any-return]
-
-    def curate(self, change: CurationIn) -> int:
-        tids = list(change.trajectory_ids or [])
-        if change.filter is not None:
-            tids += self.trajectory_ids_matching(change.filter.model_dump(exclude_none=True))
-        tids = list(dict.fromkeys(tids))
-        return int(self._tx(lambda tx: self._w_curate(tx, change, tids), tids))
-
-    def add_feedback(self, feedback: FeedbackIn) -> Json:
-        keys = self._traj_keys(feedback.trajectory_id, feedback.step_id)
-        return self._tx(lambda tx: self._w_feedback(tx, feedback), keys)  # type: ignore[no-any-return]
-
     # -- batches and policy ------------------------------------------------------------------------------------
     def select_batch(self, request: BatchIn) -> BatchSelection:
         return self._tx(lambda tx: pg_select_groups(tx, request))  # type: ignore[no-any-return]
-
-    def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
-        return self._tx(  # type: ignore[no-any-return]
-            lambda tx: self._w_publish_policy(tx, self._policy_key, version, weights_path, note))
 
     # -- stats and keys -------------------------------------------------------------------------------------------
     def _store_info(self) -> Json:
         return {"backend": "postgresql", "url": redact(self.url), "schema": self.schema,
                 "commits": self._committer.commits if self._committer else 0}
-
-    def create_key(self, scope: str, name: str | None, binding: Json | None = None) -> tuple[KeyRecord, str]:
-        bound = check_binding(scope, binding)
-        key_id, secret, now = self._tx(lambda tx: self._w_create_key(tx, scope, name, bound))
-        return KeyRecord(key_id, scope, name, now, binding=bound), secret
-
 
 
 def _step_keys(steps: Sequence[Step]) -> list[str]:

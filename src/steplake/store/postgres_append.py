@@ -11,10 +11,9 @@ from typing import Any
 from ..errors import ConflictError
 from ..records import DEFAULT_CHANNEL, Step
 from ..rules.continuity import classify
-from ..rules.status import check_step_fits
 from .accounting import account_step
 from .base import AppendResult, Json
-from .codec import dumps, ids_to_bytes
+from .codec import dumps
 from .encode import encode_step, indexed_text
 from .postgres_tx import Tx
 from .postgres_writes import PgTraj, PgWrites
@@ -100,11 +99,6 @@ class PgAppend(PgWrites):
         tx.count(ctx.counts)
         return ctx.res
 
-    def _check_state(self, tx: Tx, s: Step, st: PgTraj, now: float) -> None:
-        if check_step_fits(s, st.status, st.group_id, st.channel):  # an agent came back: reopen
-            self._set_status(tx, s.trajectory_id, "abandoned", "open", now, st.group_id)
-            st.status = "open"
-
     def _parent(self, tx: Tx, tid: str, st: PgTraj, index: int, ctx: _AppendCtx) -> tuple[str | None, bytes | None]:
         if index > st.last_index:
             return st.last_step_id, st.last_seq
@@ -130,7 +124,7 @@ class PgAppend(PgWrites):
             return
         tid = s.trajectory_id
         st = states[tid]
-        self._check_state(tx, s, st, ctx.now)
+        self._admit_step(tx, s, st, ctx.now)
         index = st.next_index if s.step_index is None else s.step_index
         parent_id, parent_seq = self._parent(tx, tid, st, index, ctx)
         continuity, shared = classify(parent_seq, prompt)
@@ -163,19 +157,6 @@ class PgAppend(PgWrites):
                  " FROM unnest(%s::text[], %s::text[]) AS t(step_id, text) JOIN steps s ON s.step_id = t.step_id",
                  ([i for i, _ in ctx.texts], [x for _, x in ctx.texts]))
             ctx.texts.clear()
-
-    def _rechain_child(self, tx: Tx, tid: str, index: int, step_id: str, seq: bytes) -> None:
-        """A step landed before an existing later one: re-derive that child's continuity against it."""
-        row = tx.one("SELECT step_id FROM steps WHERE trajectory_id = %s AND step_index > %s"
-                     " ORDER BY step_index LIMIT 1", (tid, index))
-        if row is None:
-            return
-        child = self._load_full(tx.conn, row[0])
-        assert child is not None
-        prompt = ids_to_bytes(child["prompt_ids"])
-        continuity, shared = classify(seq, prompt)
-        tx.q("UPDATE steps SET continuity = %s, parent_step_id = %s, shared_prefix_len = %s, prompt_tail = %s"
-             " WHERE step_id = %s", (continuity, step_id, shared, prompt[shared * 4:], row[0]))
 
 
 class _AppendCtx:

@@ -1,24 +1,29 @@
-"""Batch selection for SqliteStore: pick ready groups (or groups whose lease expired), apply the filters
-of CONTRACT §4 per trajectory, lease the chosen groups atomically (runs on the writer thread). The rules
-(which groups qualify, which trajectories a batch keeps) are rules/leases.py; ``SERVABLE`` is their SQL form
-and ``pick_group`` their application to selected rows, both shared with postgres_select.py."""
+"""Batch selection, shared by both stores: which of the candidate groups a batch takes (the filters of
+CONTRACT §4 per trajectory, rules/leases.py) and the lease of the chosen ones. Each backend finds the
+candidates its own way (store/sqlite_select.py: pages on the writer thread; store/postgres_select.py: pages
+locked with ``FOR UPDATE SKIP LOCKED``, so trainers on several servers never lease the same group) and hands
+them over lazily: a page is read only while the batch still needs groups."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from ..records import BatchIn
 from ..rules.leases import group_exclusion, trajectory_exclusion
-from .base import BatchSelection, Json
+from ..types import Json
+from .base import BatchSelection
 from .codec import dumps, loads
+from .dialect import Dialect
+from .writes import WriteTx
 
 TRAJ_PICK = ("trajectory_id, reward, reward_components, quality, trainable, min_policy, metadata, n_steps,"
              " completed_at, tags")
 # rules.leases.group_servable in SQL: ready, or leased with an expired lease ({p}: the dialect's placeholder)
 SERVABLE = "(status = 'ready' OR (status = 'leased' AND lease_expires_at < {p}))"
+# a candidate group and its complete trajectories (rows of TRAJ_PICK, in seq order)
+Candidate = tuple[str, list[tuple[Any, ...]]]
 
 
 def pick_group(request: BatchIn, rows: list[tuple[Any, ...]], policy: int, excluded: dict[str, int]
@@ -42,44 +47,38 @@ def pick_group(request: BatchIn, rows: list[tuple[Any, ...]], policy: int, exclu
     return kept
 
 
-def select_groups(store: Any, conn: sqlite3.Connection, request: BatchIn) -> BatchSelection:
-    now = time.time()
-    policy: int = store._policy_version
-    excluded: dict[str, int] = {}
+def choose_groups(request: BatchIn, policy: int, candidates: Iterable[Candidate]
+                  ) -> tuple[list[Json], dict[str, int]]:
+    """The groups a batch takes, in candidate order, and what was excluded (counted by reason)."""
     chosen: list[Json] = []
-    offset = 0
-    page = max(16, request.groups * 2)
-    while len(chosen) < request.groups:
-        cands = conn.execute(
-            f"SELECT group_id FROM groups WHERE channel = ? AND {SERVABLE.format(p='?')}"
-            " ORDER BY ready_at, group_id LIMIT ? OFFSET ?",
-            (request.channel, now, page, offset)).fetchall()
-        if not cands:
-            break
-        offset += len(cands)
-        for (gid,) in cands:
-            rows = conn.execute(f"SELECT {TRAJ_PICK} FROM trajectories INDEXED BY traj_group WHERE group_id = ? AND status = 'complete'"
-                                " ORDER BY seq", (gid,)).fetchall()
-            kept = pick_group(request, rows, policy, excluded)
-            if kept is not None:
-                chosen.append({"group_id": gid, "trajectories": kept})
-                if len(chosen) >= request.groups:
-                    break
+    excluded: dict[str, int] = {}
+    for gid, rows in candidates:
+        kept = pick_group(request, rows, policy, excluded)
+        if kept is not None:
+            chosen.append({"group_id": gid, "trajectories": kept})
+            if len(chosen) >= request.groups:
+                break
+    return chosen, excluded
+
+
+def lease_groups(tx: WriteTx, d: Dialect, request: BatchIn, policy: int, chosen: list[Json],
+                 excluded: dict[str, int], now: float) -> BatchSelection:
+    """Record the batch and lease its groups until ``now + lease_seconds`` (nothing for a dry run)."""
     if request.dry_run or not chosen:
         return BatchSelection(None, None, chosen, excluded, policy)
     batch_id = f"b_{uuid.uuid4().hex}"
     expires = now + request.lease_seconds
     gids = [g["group_id"] for g in chosen]
     tids = [t["trajectory_id"] for g in chosen for t in g["trajectories"]]
-    conn.executemany("UPDATE groups SET status = 'leased', lease_batch_id = ?, lease_expires_at = ? WHERE group_id = ?",
-                     [(batch_id, expires, g) for g in gids])
-    conn.execute("INSERT INTO batches(batch_id, channel, recipe, layout, request, group_ids, trajectory_ids,"
-                 " policy_version, created_at, lease_expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                 (batch_id, request.channel, request.recipe, request.layout, dumps(request.model_dump()),
-                  dumps(gids), dumps(tids), policy, now, expires))
-    store._event(conn, "batch", {"batch_id": batch_id, "status": "leased", "group_ids": gids,
-                                 "lease_expires_at": expires}, now)
+    clause, args = d.in_ids("group_id", gids)
+    tx.q(d.sql("UPDATE groups SET status = 'leased', lease_batch_id = ?, lease_expires_at = ? WHERE ") + clause,
+         (batch_id, expires, *args))
+    tx.q(d.sql("INSERT INTO batches(batch_id, channel, recipe, layout, request, group_ids, trajectory_ids,"
+               " policy_version, created_at, lease_expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)"),
+         (batch_id, request.channel, request.recipe, request.layout, dumps(request.model_dump()), dumps(gids),
+          dumps(tids), policy, now, expires))
+    tx.event("batch", {"batch_id": batch_id, "status": "leased", "group_ids": gids, "lease_expires_at": expires}, now)
     return BatchSelection(batch_id, expires, chosen, excluded, policy)
 
 
-__all__ = ["SERVABLE", "TRAJ_PICK", "pick_group", "select_groups"]
+__all__ = ["SERVABLE", "TRAJ_PICK", "Candidate", "pick_group", "choose_groups", "lease_groups"]

@@ -13,30 +13,28 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ..records import BatchIn, CurationIn, FeedbackIn, RewardIn, Step
+from ..records import BatchIn, Step
 from .audit import SqliteAudit
-from .base import AppendResult, BatchSelection, Json, KeyRecord, Page
+from .base import AppendResult, BatchSelection, Json, Page
 from .dialect import SQLITE
 from .encode import encode_steps, index_existing_text
 from .filters import DENSE_TEXT_SQL, like_pattern, text_search, traj_page_sql, traj_where
 from .health import StorageHealth, folder_free_bytes
-from .keys import check_binding
 from .reads import StoreReads
 from .rows import TRAJ_COLS
 from .schema import MIGRATIONS, TEXT_INDEX_VERSION
-from .selection import select_groups
 from .sqlite_overview import SqliteOverview
+from .sqlite_select import select_groups
 from .sqlite_writes import SqliteWrites, TrajState
 from .upgrade import record_version, upgrade_schema
 from .writer import SqliteTx, WriterThread
-from .writes import StoreWrites
 
 DENSE_MATCHES = 10_000  # search terms in at least this many steps walk the trajectories (see list_trajectories)
 DENSE_BUDGET_S = 0.05  # ... for at most this long before falling back to collecting the matches
 DENSE_CHECK_EVERY = 20_000  # SQLite VM steps between two looks at the clock during that walk
 
 
-class SqliteStore(StoreReads, StoreWrites, SqliteWrites, SqliteAudit, SqliteOverview):
+class SqliteStore(StoreReads, SqliteWrites, SqliteAudit, SqliteOverview):
     dialect = SQLITE
 
     def __init__(self, path: str | Path, *, commit_window_ms: float = 0.0, synchronous: str = "FULL",
@@ -165,34 +163,6 @@ class SqliteStore(StoreReads, StoreWrites, SqliteWrites, SqliteAudit, SqliteOver
         self._writer.submit_nowait(lambda c: self._w_append(c, steps), callback)
 
     # -- trajectories and groups ------------------------------------------------------------------------
-    def create_trajectory(self, trajectory_id: str, group_id: str | None, group_size: int | None,
-                          channel: str | None, metadata: Json) -> Json:
-        self._write(lambda c: self._w_create_trajectory(c, trajectory_id, group_id, group_size, channel, metadata))
-        t = self.get_trajectory(trajectory_id, with_steps=False)
-        assert t is not None
-        return t
-
-    def create_group(self, group_id: str, n: int, channel: str | None, metadata: Json,
-                     trajectory_ids: Sequence[str]) -> Json:
-        def job(c: sqlite3.Connection) -> None:
-            now = time.time()
-            if c.execute("SELECT 1 FROM groups WHERE group_id = ?", (group_id,)).fetchone():
-                from ..errors import ConflictError
-                raise ConflictError(f"group {group_id!r} already exists", code="group_exists")
-            self._ensure_group(c, group_id, channel or "train", n, metadata, now)
-            for tid in trajectory_ids:
-                self._w_create_trajectory(c, tid, group_id, None, channel, dict(metadata))
-        self._write(job)
-        g = self.get_group(group_id)
-        assert g is not None
-        return g
-
-    def complete_trajectory(self, trajectory_id: str, reward: float | None, metadata: Json | None = None) -> Json:
-        self._write(lambda c: self._w_complete(c, trajectory_id, reward, metadata))
-        t = self.get_trajectory(trajectory_id, with_steps=False)
-        assert t is not None
-        return t
-
     def list_trajectories(self, filters: Json, cursor: str | None, limit: int) -> Page:
         conn = self._reader()
         q = str(filters.get("q") or "")
@@ -232,43 +202,9 @@ class SqliteStore(StoreReads, StoreWrites, SqliteWrites, SqliteAudit, SqliteOver
         finally:
             conn.set_progress_handler(None, 0)
 
-    def delete_trajectory(self, trajectory_id: str) -> bool:
-        return bool(self._write(lambda c: self._w_delete(c, trajectory_id)))
-
-    def sweep_idle(self, idle_timeout: float, now: float | None = None) -> int:
-        t = time.time() if now is None else now
-        conn = self._reader()
-        if conn.execute("SELECT 1 FROM trajectories WHERE status = 'open' AND updated_at < ? LIMIT 1",
-                        (t - idle_timeout,)).fetchone() is None:
-            return 0
-        return int(self._write(lambda c: self._w_sweep(c, idle_timeout, t)))
-
-    # -- rewards, curation, feedback ----------------------------------------------------------------------
-    def add_reward(self, reward: RewardIn) -> Json:
-        return self._write(lambda c: self._w_add_reward(c, reward))  # type: ignore[no-any-return]
-
-    def curate(self, change: CurationIn) -> int:
-        tids = list(change.trajectory_ids or [])
-        if change.filter is not None:
-            tids += self.trajectory_ids_matching(change.filter.model_dump(exclude_none=True))
-        return int(self._write(lambda c: self._w_curate(c, change, list(dict.fromkeys(tids)))))
-
-    def add_feedback(self, feedback: FeedbackIn) -> Json:
-        return self._write(lambda c: self._w_feedback(c, feedback))  # type: ignore[no-any-return]
-
     # -- batches and policy ------------------------------------------------------------------------------------
     def select_batch(self, request: BatchIn) -> BatchSelection:
-        return self._write(lambda c: select_groups(self, c, request))  # type: ignore[no-any-return]
-
-    def publish_policy(self, version: int, weights_path: str | None, note: str | None) -> Json:
-        return self._write(lambda c: self._w_publish_policy(c, version, weights_path, note))  # type: ignore[no-any-return]
-
-    # -- keys ------------------------------------------------------------------------------------------------
-    def create_key(self, scope: str, name: str | None, binding: Json | None = None) -> tuple[KeyRecord, str]:
-        bound = check_binding(scope, binding)
-        key_id, secret, now = self._write(lambda c: self._w_create_key(c, scope, name, bound))
-        return KeyRecord(key_id, scope, name, now, binding=bound), secret
-
+        return self._write(lambda c: select_groups(c, request, self._policy_version))  # type: ignore[no-any-return]
 
 
 def _migration_step(conn: sqlite3.Connection, stmt: str) -> None:

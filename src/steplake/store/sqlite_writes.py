@@ -1,9 +1,9 @@
-"""Write operations of SqliteStore. Each ``_w_*`` method runs on the writer thread inside a savepoint."""
+"""Write operations of SqliteStore that are its own: the append path (one writer thread, so the append state
+of open trajectories is cached here and continuity needs no chain walk) and the hooks of the writes shared
+with PostgreSQL (store/writes.py). Each ``_w_*`` method runs on the writer thread inside a savepoint."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import sqlite3
 import time
 import uuid
@@ -11,23 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConflictError, NotFoundError
-from ..records import DEFAULT_CHANNEL, CurationIn, FeedbackIn, RewardIn, Step
+from ..errors import ConflictError
+from ..records import DEFAULT_CHANNEL, Step
 from ..rules.continuity import classify
-from ..rules.curation import CurationState, apply_curation, curation_change, curation_event, merge_metadata
-from ..rules.rewards import latest_components, trajectory_reward
-from ..rules.status import (
-    check_step_fits,
-    completed_at,
-    group_status_after,
-    idle_cutoff,
-    idle_outcome,
-    status_deltas,
-)
+from ..types import Json
 from .accounting import account_step
-from .base import AppendResult, Json
-from .codec import dumps, ids_to_bytes, loads
+from .base import AppendResult
+from .codec import dumps
 from .encode import Encoded, encode_step, indexed_text
+from .writer import SqliteTx
+from .writes import StoreWrites, TrajRef, WriteTx
 
 TRAJ_CACHE_LIMIT = 20_000
 GROUP_CACHE_LIMIT = 200_000
@@ -47,8 +40,18 @@ class TrajState:
 
 
 @dataclass
+class _Found:
+    """An existing trajectory, as the shared writes read it."""
+
+    group_id: str
+    channel: str
+    status: str
+
+
+@dataclass
 class _AppendCtx:
     now: float
+    tx: SqliteTx
     local: dict[str, TrajState] = field(default_factory=dict)
     tdelta: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"steps": 0, "prompt_tokens": 0, "response_tokens": 0})
@@ -65,61 +68,50 @@ class _AppendCtx:
     new_groups: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # written at the next flush
 
 
-def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-class SqliteWrites:
+class SqliteWrites(StoreWrites):
     _traj: dict[str, TrajState]
     _groups_known: set[str]
     _policy_version: int
-    reward_weights: dict[str, float]
 
     def _full_seq_for(self, conn: sqlite3.Connection, trajectory_id: str, below_index: int | None
                       ) -> tuple[int, str | None, bytes | None]:
-        raise NotImplementedError  # provided by the reads mixin
+        raise NotImplementedError  # store/reads.py
 
-    # -- events and counters ---------------------------------------------------------------------
-    @staticmethod
-    def _event(conn: sqlite3.Connection, kind: str, data: Json, now: float) -> None:
-        conn.execute("INSERT INTO events(kind, data, at) VALUES (?, ?, ?)", (kind, dumps(data), now))
+    # -- hooks of the shared writes (store/writes.py) ----------------------------------------------------
+    def _find_trajectory(self, tx: WriteTx, tid: str) -> TrajRef | None:
+        row = tx.one("SELECT group_id, channel, status FROM trajectories WHERE trajectory_id = ?", (tid,))
+        return None if row is None else _Found(row[0], row[1], row[2])
 
-    @staticmethod
-    def _count(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
-        conn.executemany(
-            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in deltas.items() if v])
+    def _opened_state(self, group_id: str, channel: str) -> TrajState:
+        return TrajState(group_id, channel, "open", 0, -1, None, None)
 
-    # -- groups and trajectories -------------------------------------------------------------------
-    def _ensure_group(self, conn: sqlite3.Connection, group_id: str, channel: str, size: int | None,
-                      metadata: Json | None, now: float) -> None:
+    def _forget_trajectory(self, tid: str) -> None:
+        self._traj.pop(tid, None)
+
+    def _steps_clause(self, tx: WriteTx, tid: str) -> tuple[str, list[Any], int]:
+        n = tx.one("SELECT count(*) FROM steps WHERE trajectory_id = ?", (tid,))[0]
+        return "IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", [tid], int(n)
+
+    def _ensure_group(self, tx: WriteTx, group_id: str, channel: str, size: int | None, metadata: Json | None,
+                      now: float) -> None:
         if size is None and group_id in self._groups_known:
             return
-        row = conn.execute("SELECT size FROM groups WHERE group_id = ?", (group_id,)).fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO groups(group_id, channel, size, metadata, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-                (group_id, channel, size or 1, dumps(metadata or {}), now, now))
-            self._event(conn, "group", {"group_id": group_id, "status": "collecting", "size": size or 1}, now)
-            self._groups_known.add(group_id)
-        elif size is not None and size > row[0]:
-            conn.execute("UPDATE groups SET size = ?, updated_at = ? WHERE group_id = ?", (size, now, group_id))
-            self._refresh_group(conn, group_id, now)
+        super()._ensure_group(tx, group_id, channel, size, metadata, now)
+        self._groups_known.add(group_id)
 
-    def _open_trajectory(self, conn: sqlite3.Connection, trajectory_id: str, group_id: str | None,
-                         group_size: int | None, channel: str | None, metadata: Json, now: float) -> TrajState:
-        gid = group_id or trajectory_id
-        ch = channel or DEFAULT_CHANNEL
-        self._ensure_group(conn, gid, ch, group_size, None, now)
-        agent = metadata.get("agent") if isinstance(metadata.get("agent"), str) else None
-        conn.execute(
-            "INSERT INTO trajectories(trajectory_id, group_id, channel, metadata, agent, created_at, updated_at)"
-            " VALUES (?,?,?,?,?,?,?)", (trajectory_id, gid, ch, dumps(metadata), agent, now, now))
-        conn.execute("UPDATE groups SET n_trajectories = n_trajectories + 1 WHERE group_id = ?", (gid,))
-        self._event(conn, "trajectory", {"trajectory_id": trajectory_id, "group_id": gid, "channel": ch,
-                                         "status": "open"}, now)
-        return TrajState(gid, ch, "open", 0, -1, None, None)
+    def _open_trajectory(self, tx: WriteTx, tid: str, group_id: str | None, group_size: int | None,
+                         channel: str | None, metadata: Json, now: float) -> TrajRef:
+        st = super()._open_trajectory(tx, tid, group_id, group_size, channel, metadata, now)
+        if isinstance(st, TrajState):
+            self._traj[tid] = st
+        return st
 
+    def _w_publish_policy(self, tx: WriteTx, version: int, weights_path: str | None, note: str | None) -> Json:
+        out = super()._w_publish_policy(tx, version, weights_path, note)
+        self._policy_version = version
+        return out
+
+    # -- appends ------------------------------------------------------------------------------------
     def _open_deferred(self, conn: sqlite3.Connection, s: Step, ctx: _AppendCtx) -> TrajState:
         """Open a trajectory for an appended step; its row (and a new group's) are written at the next flush."""
         tid, gid, ch = s.trajectory_id, s.group_id or s.trajectory_id, s.channel or DEFAULT_CHANNEL
@@ -127,7 +119,7 @@ class SqliteWrites:
             ctx.absent_groups.discard(gid)
             ctx.new_groups[gid] = (gid, ch, 1, b"{}", ctx.now, ctx.now)
         elif gid not in ctx.new_groups:
-            self._ensure_group(conn, gid, ch, None, None, ctx.now)
+            self._ensure_group(ctx.tx, gid, ch, None, None, ctx.now)
         meta = dict(s.metadata)
         agent = meta.get("agent") if isinstance(meta.get("agent"), str) else None
         ctx.new_trajs.append((tid, gid, ch, dumps(meta), agent, ctx.now, ctx.now))
@@ -168,31 +160,6 @@ class SqliteWrites:
         last_index, last_id, last_seq = self._full_seq_for(conn, tid, None)
         return TrajState(row[0], row[1], row[2], row[3], last_index, last_id, last_seq)
 
-    def _set_status(self, conn: sqlite3.Connection, tid: str, old: str, new: str, now: float,
-                    group_id: str) -> None:
-        if old == new:
-            return
-        conn.execute("UPDATE trajectories SET status = ?, updated_at = ?, completed_at = ? WHERE trajectory_id = ?",
-                     (new, now, completed_at(new, now), tid))
-        dc, da = status_deltas(old, new)
-        conn.execute("UPDATE groups SET n_complete = n_complete + ?, n_abandoned = n_abandoned + ?, updated_at = ?"
-                     " WHERE group_id = ?", (dc, da, now, group_id))
-        self._event(conn, "trajectory", {"trajectory_id": tid, "group_id": group_id, "status": new}, now)
-        self._refresh_group(conn, group_id, now)
-
-    def _refresh_group(self, conn: sqlite3.Connection, group_id: str, now: float) -> None:
-        row = conn.execute("SELECT status, size, n_complete, n_abandoned, channel FROM groups WHERE group_id = ?",
-                           (group_id,)).fetchone()
-        if row is None:
-            return
-        status, size, nc, na, channel = row
-        new = group_status_after(status, size, nc, na)
-        if new != status:
-            conn.execute("UPDATE groups SET status = ?, ready_at = ? WHERE group_id = ?",
-                         (new, now if new == "ready" else None, group_id))
-            self._event(conn, "group", {"group_id": group_id, "channel": channel, "status": new,
-                                        "n_complete": nc, "n_abandoned": na, "size": size}, now)
-
     # -- steps -------------------------------------------------------------------------------------
     _STEP_INSERT = (
         "INSERT INTO steps(step_id, trajectory_id, group_id, step_index, channel, policy_version, continuity,"
@@ -204,7 +171,7 @@ class SqliteWrites:
                   encoded: Sequence[Encoded] | None = None) -> AppendResult:
         """Append ``steps`` (``encoded``: their ``encode_step`` forms, when the caller prepared them)."""
         now = time.time()
-        ctx = _AppendCtx(now)
+        ctx = _AppendCtx(now, SqliteTx(conn))
         ids = [s.step_id for s in steps if s.step_id]
         for k in range(0, len(ids), 500):
             chunk = ids[k:k + 500]
@@ -226,7 +193,7 @@ class SqliteWrites:
             " WHERE trajectory_id = ?",
             [(d["n"], d["next"], d["tokens"], d["realigned"], d["fork"], now, d["finish"], d["tools"],
               d["xhash"], d["pmin"], d["pmin"], d["pmax"], d["pmax"], tid) for tid, d in ctx.tdelta.items()])
-        self._count(conn, ctx.counts)
+        ctx.tx.count(ctx.counts)
         for tid, st in ctx.local.items():  # most recently used last; trim the oldest
             self._traj.pop(tid, None)
             self._traj[tid] = st
@@ -284,9 +251,7 @@ class SqliteWrites:
         st = self._traj_state(conn, tid, ctx.local, ctx.absent)
         if st is None:  # its row and "open" event are written at flush, before its steps
             return self._open_deferred(conn, s, ctx)
-        if check_step_fits(s, st.status, st.group_id, st.channel):  # an agent came back: reopen
-            self._set_status(conn, tid, "abandoned", "open", ctx.now, st.group_id)
-            st.status = "open"
+        self._admit_step(ctx.tx, s, st, ctx.now)
         return st
 
     def _append_one(self, conn: sqlite3.Connection, s: Step, e: Encoded, ctx: _AppendCtx) -> None:
@@ -326,180 +291,11 @@ class SqliteWrites:
             st.last_index, st.last_step_id, st.last_seq = index, step_id, prompt + response
         else:
             self._flush(conn, ctx)
-            self._rechain_child(conn, tid, index, step_id, prompt + response)
+            self._rechain_child(ctx.tx, tid, index, step_id, prompt + response)
         st.next_index = max(st.next_index, index + 1)
         ctx.local[tid] = st
         account_step(ctx.tdelta, ctx.counts, s, tid, index, st.next_index, continuity, shared, policy)
         ctx.res.accepted += 1
         ctx.res.step_ids.append(step_id)
 
-    def _rechain_child(self, conn: sqlite3.Connection, tid: str, index: int, step_id: str, seq: bytes) -> None:
-        """A step landed before an existing later one: re-derive that child's continuity against it."""
-        row = conn.execute("SELECT step_id, step_index FROM steps WHERE trajectory_id = ? AND step_index > ?"
-                           " ORDER BY step_index LIMIT 1", (tid, index)).fetchone()
-        if row is None:
-            return
-        child = self._load_full(conn, row[0])  # type: ignore[attr-defined]
-        prompt = ids_to_bytes(child["prompt_ids"])
-        continuity, shared = classify(seq, prompt)
-        conn.execute("UPDATE steps SET continuity = ?, parent_step_id = ?, shared_prefix_len = ?, prompt_tail = ?"
-                     " WHERE step_id = ?", (continuity, step_id, shared, prompt[shared * 4:], row[0]))
-
-    # -- trajectories ------------------------------------------------------------------------------
-    def _w_create_trajectory(self, conn: sqlite3.Connection, tid: str, group_id: str | None,
-                             group_size: int | None, channel: str | None, metadata: Json) -> None:
-        now = time.time()
-        row = conn.execute("SELECT group_id, channel FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()
-        if row is not None:
-            if (group_id and group_id != row[0]) or (channel and channel != row[1]):
-                raise ConflictError(f"trajectory {tid!r} exists in group {row[0]!r}, channel {row[1]!r}",
-                                    code="trajectory_exists")
-            if group_size:
-                self._ensure_group(conn, row[0], row[1], group_size, None, now)
-            return
-        self._traj[tid] = self._open_trajectory(conn, tid, group_id, group_size, channel, metadata, now)
-
-    def _w_complete(self, conn: sqlite3.Connection, tid: str, reward: float | None, metadata: Json | None) -> None:
-        now = time.time()
-        row = conn.execute("SELECT status, group_id, metadata FROM trajectories WHERE trajectory_id = ?",
-                           (tid,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
-        if metadata:
-            merged = merge_metadata(loads(row[2]), metadata)
-            conn.execute("UPDATE trajectories SET metadata = ? WHERE trajectory_id = ?", (dumps(merged), tid))
-        if reward is not None:
-            conn.execute("UPDATE trajectories SET explicit_reward = ? WHERE trajectory_id = ?", (reward, tid))
-            self._recompute_reward(conn, tid)
-        self._set_status(conn, tid, row[0], "complete", now, row[1])
-        self._traj.pop(tid, None)
-
-    def _w_sweep(self, conn: sqlite3.Connection, idle_timeout: float, now: float) -> int:
-        rows = conn.execute(
-            "SELECT trajectory_id, group_id, last_finish_reason, last_tool_calls FROM trajectories"
-            " WHERE status = 'open' AND updated_at < ? LIMIT 5000", (idle_cutoff(now, idle_timeout),)).fetchall()
-        for tid, gid, finish, tools in rows:
-            self._set_status(conn, tid, "open", idle_outcome(finish, tools), now, gid)
-            self._traj.pop(tid, None)
-        return len(rows)
-
-    def _w_delete(self, conn: sqlite3.Connection, tid: str) -> bool:
-        row = conn.execute("SELECT status, group_id FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()
-        if row is None:
-            return False
-        status, gid = row
-        n = conn.execute("SELECT count(*) FROM steps WHERE trajectory_id = ?", (tid,)).fetchone()[0]
-        conn.execute("DELETE FROM curation_history WHERE target_id = ? OR target_id IN"
-                     " (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
-        conn.execute("DELETE FROM rewards WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
-        conn.execute("DELETE FROM feedback WHERE trajectory_id = ? OR step_id IN (SELECT step_id FROM steps WHERE trajectory_id = ?)", (tid, tid))
-        conn.execute("DELETE FROM step_text WHERE rowid IN (SELECT seq FROM steps WHERE trajectory_id = ?)", (tid,))
-        conn.execute("DELETE FROM reward_claims WHERE trajectory_id = ?", (tid,))
-        conn.execute("DELETE FROM steps WHERE trajectory_id = ?", (tid,))
-        conn.execute("DELETE FROM trajectories WHERE trajectory_id = ?", (tid,))
-        conn.execute("UPDATE groups SET n_trajectories = n_trajectories - 1, n_complete = n_complete - ?,"
-                     " n_abandoned = n_abandoned - ? WHERE group_id = ?",
-                     (int(status == "complete"), int(status == "abandoned"), gid))
-        self._count(conn, {"steps": -n})
-        now = time.time()
-        self._event(conn, "trajectory", {"trajectory_id": tid, "group_id": gid, "status": "deleted"}, now)
-        self._traj.pop(tid, None)
-        return True
-
-    # -- rewards, curation, feedback ---------------------------------------------------------------
-    def _recompute_reward(self, conn: sqlite3.Connection, tid: str) -> None:
-        rows = conn.execute("SELECT name, value, version FROM rewards WHERE trajectory_id = ? AND step_id IS NULL"
-                            " ORDER BY id", (tid,)).fetchall()
-        comps = latest_components(rows)
-        explicit = conn.execute("SELECT explicit_reward FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone()[0]
-        reward = trajectory_reward(explicit, comps, self.reward_weights)
-        conn.execute("UPDATE trajectories SET reward = ?, reward_components = ? WHERE trajectory_id = ?",
-                     (reward, dumps(comps), tid))
-
-    def _w_add_reward(self, conn: sqlite3.Connection, r: RewardIn) -> Json:
-        now = time.time()
-        tid = r.trajectory_id
-        if r.step_id is not None:
-            row = conn.execute("SELECT trajectory_id FROM steps WHERE step_id = ?", (r.step_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"step {r.step_id!r} not found", code="step_not_found")
-            conn.execute("UPDATE steps SET reward = ? WHERE step_id = ?", (r.value, r.step_id))
-            tid = row[0]
-        elif conn.execute("SELECT 1 FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone() is None:
-            raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
-        cur = conn.execute("INSERT INTO rewards(trajectory_id, step_id, name, value, version, details, created_at)"
-                           " VALUES (?,?,?,?,?,?,?)", (tid if r.step_id is None else tid, r.step_id, r.name,
-                                                       r.value, r.version, dumps(r.details), now))
-        if r.step_id is None:
-            assert tid is not None
-            self._recompute_reward(conn, tid)
-        out = {"id": cur.lastrowid, "trajectory_id": tid, "step_id": r.step_id, "name": r.name, "value": r.value,
-               "version": r.version, "details": r.details, "created_at": now}
-        self._event(conn, "reward", out, now)
-        return out
-
-    def _w_curate(self, conn: sqlite3.Connection, c: CurationIn, traj_ids: list[str]) -> int:
-        now = time.time()
-        change = curation_change(c)
-        n = 0
-        targets = [("step", i) for i in (c.step_ids or [])] + [("trajectory", i) for i in traj_ids]
-        for kind, tid in targets:
-            table, key = ("steps", "step_id") if kind == "step" else ("trajectories", "trajectory_id")
-            row = conn.execute(f"SELECT quality, trainable, tags, note FROM {table} WHERE {key} = ?", (tid,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"{kind} {tid!r} not found", code=f"{kind}_not_found")
-            before = CurationState.stored(row[0], row[1], loads(row[2]), row[3])
-            after = apply_curation(before, c)
-            conn.execute(f"UPDATE {table} SET quality = ?, trainable = ?, tags = ?, note = ?, reviewer = ?,"
-                         f" curated_at = ? WHERE {key} = ?",
-                         (after.quality, int(after.trainable), dumps(after.tags), after.note, c.reviewer, now, tid))
-            conn.execute("INSERT INTO curation_history(target_kind, target_id, change, before, reviewer, at)"
-                         " VALUES (?,?,?,?,?,?)", (kind, tid, dumps(change), dumps(before.as_record()), c.reviewer, now))
-            n += 1
-        self._event(conn, "curation", curation_event(c, traj_ids, n, change), now)
-        return n
-
-    def _w_feedback(self, conn: sqlite3.Connection, f: FeedbackIn) -> Json:
-        now = time.time()
-        tid = f.trajectory_id
-        if f.step_id is not None:
-            row = conn.execute("SELECT trajectory_id FROM steps WHERE step_id = ?", (f.step_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"step {f.step_id!r} not found", code="step_not_found")
-            tid = row[0]
-        elif conn.execute("SELECT 1 FROM trajectories WHERE trajectory_id = ?", (tid,)).fetchone() is None:
-            raise NotFoundError(f"trajectory {tid!r} not found", code="trajectory_not_found")
-        cur = conn.execute("INSERT INTO feedback(trajectory_id, step_id, kind, value, comment, author, created_at)"
-                           " VALUES (?,?,?,?,?,?,?)", (tid, f.step_id, f.kind, dumps(f.value), f.comment, f.author, now))
-        out = {"id": cur.lastrowid, "trajectory_id": tid, "step_id": f.step_id, "kind": f.kind, "value": f.value,
-               "comment": f.comment, "author": f.author, "created_at": now}
-        self._event(conn, "feedback", out, now)
-        return out
-
-    # -- policy and keys ---------------------------------------------------------------------------
-    def _w_publish_policy(self, conn: sqlite3.Connection, version: int, weights_path: str | None,
-                          note: str | None) -> Json:
-        cur = conn.execute("SELECT MAX(version) FROM policy").fetchone()[0]
-        if cur is not None and version <= cur:
-            raise ConflictError(f"policy version must increase: current is {cur}, got {version}",
-                                code="policy_version_not_increasing")
-        now = time.time()
-        conn.execute("INSERT INTO policy(version, weights_path, note, created_at) VALUES (?,?,?,?)",
-                     (version, weights_path, note, now))
-        self._policy_version = version
-        out = {"version": version, "weights_path": weights_path, "note": note, "created_at": now}
-        self._event(conn, "policy", out, now)
-        return out
-
-    @staticmethod
-    def _w_create_key(conn: sqlite3.Connection, scope: str, name: str | None,
-                      binding: Json | None = None) -> tuple[str, str, float]:
-        secret = f"sl-{scope}-{secrets.token_urlsafe(32)}"
-        key_id = f"key_{secrets.token_hex(6)}"
-        now = time.time()
-        conn.execute("INSERT INTO keys(key_id, secret_hash, scope, name, created_at, binding) VALUES (?,?,?,?,?,?)",
-                     (key_id, hash_secret(secret), scope, name, now, dumps(binding) if binding is not None else None))
-        return key_id, secret, now
-
-
-__all__ = ["SqliteWrites", "TrajState", "hash_secret"]
+__all__ = ["SqliteWrites", "TrajState"]
