@@ -24,10 +24,10 @@ import psycopg
 import psycopg.sql
 from psycopg_pool import ConnectionPool
 
+from ..availability import Backoff, StoreAvailability, is_unavailable
 from ..errors import ConfigError, StorageFullError, StoreError
 from ..records import BatchIn, Step
 from .audit import PgAudit
-from .availability import Backoff, StoreAvailability, is_unavailable
 from .base import AppendResult, BatchSelection, Json
 from .dialect import POSTGRES
 from .encode import index_existing_text
@@ -96,7 +96,7 @@ class PostgresStore(PgReads, PgAppend, PgAudit, PgOverview):
         self._stop = threading.Event()
         self._policy_key = lock_key("steplake-policy", self.schema)
         self._channel = f"steplake_{self.schema}"
-        self.availability = StoreAvailability()  # outages seen by this process (store/availability.py)
+        self.availability = StoreAvailability()  # outages seen by this process (availability.py)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def open(self) -> None:
