@@ -8,7 +8,8 @@
   beside ``cursor`` and ``limit``);
 - :func:`parse_filter` is the one normalizer of a mapping (``steplake export --filter``, ``POST /exports``,
   ``POST /rewards/run``, the dashboard's curate-all): unknown names and values of the wrong type are a
-  :class:`~steplake.errors.FilterError` naming the filter; ``None`` means "not given".
+  :class:`~steplake.errors.FilterError` naming the filter; ``None`` means "not given";
+- :func:`parse_cursor` reads a list's cursor (the stores' pages, the exports list).
 
 The stores read ``TrajectoryFilter.query()``, a plain dict of the fields given.
 """
@@ -21,8 +22,8 @@ from typing import Annotated, Any, TypeVar
 import pydantic
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from .errors import FilterError
-from .records import INT32_MAX, NO_NUL_PATTERN, NUL_MESSAGE, NoNul, TrajectoryFilter
+from .errors import FilterError, ValidationError
+from .records import INT32_MAX, INT64_MAX, NO_NUL_PATTERN, NUL_MESSAGE, NoNul, TrajectoryFilter
 
 
 def _labels(value: Any) -> Any:
@@ -73,4 +74,16 @@ def parse_filter(raw: Mapping[str, Any] | None, model: type[F]) -> F:
         raise FilterError(f"filter {name!r}: {NUL_MESSAGE if nul else first['msg']}", code="invalid_filter") from None
 
 
-__all__ = ["ExportFilter", "LOCAL_FILTERS", "TrajectoryFilter", "TrajectoryQuery", "parse_filter"]
+def parse_cursor(c: str) -> int:
+    """A list cursor: a row sequence number, 0 to 2^63-1 (a BIGINT / SQLite INTEGER); anything else is a 422."""
+    try:
+        n = int(c)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= INT64_MAX:
+        raise ValidationError(f"invalid cursor {c[:40]!r}: use the next_cursor of the previous page",
+                              code="invalid_cursor")
+    return n
+
+
+__all__ = ["ExportFilter", "LOCAL_FILTERS", "TrajectoryFilter", "TrajectoryQuery", "parse_filter", "parse_cursor"]

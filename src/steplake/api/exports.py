@@ -34,9 +34,9 @@ from ..batches.manifest import manifest_path_for
 from ..config import Settings
 from ..errors import ConflictError, NotFoundError, SteplakeError
 from ..exports import export_pool
+from ..filters import parse_cursor
 from ..records import Metadata, NoNul, Recipe
 from ..store.base import Store
-from ..store.filters import parse_cursor
 from .common import documented_body, pool_of, settings_of
 from .params import Cursor, Limit
 from .responses import ok, read_model

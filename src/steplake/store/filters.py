@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ValidationError
+from ..filters import parse_cursor
 from ..types import Json
 from .dialect import equal_filters, where_sql
 
@@ -31,18 +31,6 @@ DENSE_TEXT_SQL = ("EXISTS (SELECT 1 FROM steps s WHERE s.trajectory_id = traject
 
 PG_DENSE_TEXT_SQL = ("EXISTS (SELECT 1 FROM step_text x WHERE x.trajectory_id = trajectories.trajectory_id"
                      " AND x.text ILIKE %s ESCAPE '\\')")
-
-
-def parse_cursor(c: str) -> int:
-    """A list cursor: a row sequence number, 0 to 2^63-1 (a BIGINT / SQLite INTEGER); anything else is a 422."""
-    try:
-        n = int(c)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 2**63 - 1:
-        raise ValidationError(f"invalid cursor {c[:40]!r}: use the next_cursor of the previous page",
-                              code="invalid_cursor")
-    return n
 
 
 def _equal(filters: Json, cols: tuple[str, ...], ph: str) -> tuple[list[str], list[Any]]:
