@@ -100,3 +100,24 @@ def test_json_is_declared_once() -> None:
                     and isinstance(node.value, ast.Subscript)):
                 found.append(path.relative_to(SRC).as_posix())
     assert found == ["types.py"]
+
+
+def test_outgoing_records_have_the_documented_shapes(store: Any) -> None:
+    """Every key a store answers is declared in its TypedDict of steplake.types (both backends)."""
+    from steplake.records import Step
+    from steplake.types import EventOut, GroupOut, PolicyOut, StepOut, TrajectoryOut
+
+    store.create_group("g", 2, "train", {"task": "x"}, ["t", "u"])
+    store.append_steps([Step(step_id="s", trajectory_id="t", step_index=0, prompt_ids=[1], response_ids=[2],
+                             messages=[{"role": "user", "content": "hi"}], response={"content": "yo"},
+                             sampling={"temperature": 1.0}, usage={"total_tokens": 2}, metadata={"a": 1})])
+    store.complete_trajectory("t", 1.0)
+    store.publish_policy(1, "/w", "n")
+    step, traj = store.get_step("s"), store.get_trajectory("t")
+    for record, shape in ((step, StepOut), (traj, TrajectoryOut), (traj["steps"][0], StepOut),
+                          (store.get_group("g"), GroupOut), (store.get_policy(), PolicyOut)):
+        assert set(record) <= set(shape.__annotations__), set(record) - set(shape.__annotations__)
+        assert shape.__required_keys__ <= set(record)
+    assert set(store.get_trajectory("t", with_steps=False)) == set(TrajectoryOut.__annotations__) - {"steps"}
+    assert set(store.get_group("g")) == set(GroupOut.__annotations__)
+    assert all(set(e) == set(EventOut.__annotations__) for e in store.read_events(0))

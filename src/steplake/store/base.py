@@ -1,7 +1,8 @@
 """The Store protocol: the one small interface every backend implements (SQLite, PostgreSQL).
 
 All methods are synchronous and thread-safe; the pool calls them from worker threads. Records travel as
-plain dicts shaped as CONTRACT §1 (the HTTP answers), token ids as lists of ints.
+plain dicts shaped as CONTRACT §1 (the HTTP answers; their keys are declared once in ``steplake.types``:
+``StepOut``, ``TrajectoryOut``, ``GroupOut``, ``PolicyOut``, ``EventOut``), token ids as lists of ints.
 
 Contract (checked by tests/store/test_contract.py against every implementation):
 - ``append_steps`` is atomic per call: either every step of the call is stored (or was already stored
