@@ -1,8 +1,10 @@
 """Types shared by every layer (the ground floor: imports nothing from steplake).
 
 ``Json`` is a JSON object as it travels between the layers (request bodies, records, answers). The
-``*Out`` TypedDicts are the shapes of the records the pool answers with (CONTRACT §1; every key listed,
-``total=False`` where a key is only present in some answers): the Store protocol returns them.
+``*Out`` TypedDicts declare the records the stores answer with (CONTRACT §1; every key listed, ``total=False``
+where a key is only present in some answers; tests/test_seams.py checks both stores against them). The Store
+protocol's signatures still say ``Json``: a TypedDict is not a ``dict[str, Any]`` for mypy, so typing them there
+means typing the row mappers, ``Page`` and the Pool's answers too.
 """
 
 from __future__ import annotations
