@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -265,3 +266,12 @@ def test_wiring_modules_are_imported_by_nothing_but_the_entry_points() -> None:
     bad = [str(i) for i in _own(_graph()) if _part(i.target) in WIRING and _part(i.source) != _part(i.target)
            and _part(i.source) not in WIRING[_part(i.target)]]
     assert not bad, "wiring imported from below:\n" + "\n".join(bad)
+
+
+def test_architecture_md_shows_the_floors_the_test_enforces() -> None:
+    """The floor table of ARCHITECTURE.md names each part on the floor ``FLOORS`` gives it."""
+    doc = (SRC.parents[1] / "ARCHITECTURE.md").read_text()
+    shown: dict[str, int] = {}
+    for floor, cells in re.findall(r"^\| (\d) \| (.+?) \|", doc, re.M):
+        shown.update({name.rstrip("/"): int(floor) for name in re.findall(r"`([\w/]+)`", cells)})
+    assert shown == FLOORS, f"ARCHITECTURE.md: {shown} != FLOORS"
