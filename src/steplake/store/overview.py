@@ -9,8 +9,8 @@ backends answer the same JSON for the same pool, never a sample (``sampled`` is 
 Bounded on a large pool: the time series finds its bucket edges by binary search on the step sequence (which
 grows with ``created_at``; the edges are searched together, one probe batch per halving) and reads at most the
 newest ``EXACT_ROWS`` steps (older buckets are counted from the sequence, ``estimated``); the histogram and the
-version counts read the most recent ``SAMPLE`` trajectories; the funnel reads one pass of counters over
-``trajectories`` plus the ``groups`` table; channels skip through the ``(channel, seq)`` index.
+version counts read the most recent ``SAMPLE`` trajectories; the funnel reads the ``funnel_*`` counters that
+triggers keep (store/funnel_sql.py) plus the ``groups`` table; channels skip through the ``(channel, seq)`` index.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..types import Json
+from .funnel_sql import FUNNEL, PREFIX
 
 Row = tuple[Any, ...]
 SAMPLE = 5000
@@ -34,12 +35,8 @@ _REWARDS_SQL = ("SELECT reward FROM (SELECT reward, seq FROM trajectories ORDER 
                 " WHERE reward IS NOT NULL ORDER BY seq DESC")
 _VERSIONS_SQL = ("SELECT max_policy, count(*) FROM (SELECT max_policy FROM trajectories ORDER BY seq DESC LIMIT ?)"
                  " AS recent WHERE max_policy IS NOT NULL GROUP BY max_policy")
-_FUNNEL_SQL = (
-    "SELECT count(*), sum(CASE WHEN status = 'complete' THEN 1 ELSE 0 END),"
-    " sum(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END),"
-    " sum(CASE WHEN status = 'complete' AND reward IS NOT NULL THEN 1 ELSE 0 END),"
-    " sum(CASE WHEN quality != 'unreviewed' OR curated_at IS NOT NULL THEN 1 ELSE 0 END),"
-    " sum(CASE WHEN trainable = 0 THEN 1 ELSE 0 END) FROM trajectories")
+_FUNNEL_NAMES = ", ".join(f"'{PREFIX}{name}'" for name, _ in FUNNEL)
+_FUNNEL_SQL = f"SELECT name, value FROM counters WHERE name IN ({_FUNNEL_NAMES})"  # kept by triggers (funnel_sql.py)
 _GROUPS_SQL = "SELECT status, sum(n_complete) FROM groups GROUP BY status"
 
 
@@ -142,7 +139,8 @@ def channels(src: OverviewSource, limit: int = MAX_CHANNELS) -> list[str]:
 
 
 def funnel(src: OverviewSource) -> Json:
-    total, complete, abandoned, rewarded, curated, untrainable = (int(v or 0) for v in src.rows(_FUNNEL_SQL)[0])
+    counts = {str(name): int(v or 0) for name, v in src.rows(_FUNNEL_SQL)}
+    total, complete, abandoned, rewarded, curated, untrainable = (counts.get(PREFIX + n, 0) for n, _ in FUNNEL)
     by_group = {str(status): int(n or 0) for status, n in src.rows(_GROUPS_SQL)}
     consumed = by_group.get("consumed", 0)
     leased = by_group.get("leased", 0)

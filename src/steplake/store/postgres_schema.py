@@ -10,6 +10,8 @@ needs no chain walk; NULL means "rebuild from the chain").
 
 from __future__ import annotations
 
+from .funnel_sql import pg_funnel_migration
+
 PG_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS groups (
@@ -218,7 +220,10 @@ CREATE TABLE IF NOT EXISTS reward_claims (
 )
 """
 
-PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3, PG_SCHEMA_AUDIT, PG_SCHEMA_REWARD_CLAIMS]
+# the dashboard funnel's counts as counters kept by triggers (store/funnel_sql.py); counted once from the rows
+PG_SCHEMA_FUNNEL = pg_funnel_migration()
+
+PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3, PG_SCHEMA_AUDIT, PG_SCHEMA_REWARD_CLAIMS, PG_SCHEMA_FUNNEL]
 PG_TEXT_INDEX_VERSION = 2
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .funnel_sql import sqlite_funnel_migration
+
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS groups (
@@ -220,7 +222,10 @@ CREATE TABLE IF NOT EXISTS reward_claims (
 ) WITHOUT ROWID
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_AUDIT, SCHEMA_REWARD_CLAIMS]
+# the dashboard funnel's counts as counters kept by triggers (store/funnel_sql.py); counted once from the rows
+SCHEMA_FUNNEL = sqlite_funnel_migration()
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_AUDIT, SCHEMA_REWARD_CLAIMS, SCHEMA_FUNNEL]
 TEXT_INDEX_VERSION = 3  # a database migrated from below this version gets its steps' text indexed
 SCHEMA_VERSION = len(MIGRATIONS)
 

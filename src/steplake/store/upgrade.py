@@ -4,6 +4,7 @@ caller's transaction, which also holds whatever the backend adds (its lock, its 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ def upgrade_schema(execute: Execute, migrations: Sequence[str], run: Callable[[s
         raise StoreError(f"database schema v{version} is newer than this steplake (v{len(migrations)})")
     step = run or execute
     for sql in migrations[version:]:
-        for stmt in sql.split(";"):
+        for stmt in re.split(r";[ \t]*(?:\n|$)", sql):  # a ';' inside a line (a trigger's body) stays
             if stmt.strip():
                 step(stmt)
     return version
