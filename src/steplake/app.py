@@ -6,7 +6,8 @@ starts the pool (which opens the store) and the gateway, and stops them in rever
 holds ``settings``, ``store``, ``pool``, ``gateway`` (or None), ``auth`` and ``request_counts``.
 
 Middleware, outermost first: request counter (``/metrics``), cross-site request guard (``api.guard``), body
-idle timeout, keys and scopes, body limit. ``steplake serve`` also checks the Host header (``api.http_server``).
+idle timeout, keys and scopes, body limit, audit log (``api.audit``). ``steplake serve`` also checks the
+Host header (``api.http_server``).
 """
 
 from __future__ import annotations
