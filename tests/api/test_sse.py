@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from steplake.client import Client, SSEParser
-from tests.api.helpers import step
+from tests.api.helpers import step, stream_events_until_end
 from tests.api.servers import threaded_server
 
 
@@ -87,17 +87,6 @@ def test_bad_last_event_id(live: str) -> None:
     assert r.status_code == 422 and "Last-Event-ID" in r.json()["error"]["message"]
 
 
-def _stream_until_end(url: str, key: str, opened: threading.Event, out: dict) -> None:
-    parser = SSEParser()
-    with httpx.stream("GET", f"{url}/api/v1/events", params={"heartbeat": 30},
-                      headers={"authorization": f"Bearer {key}"}, timeout=httpx.Timeout(30.0)) as r:
-        out["status"] = r.status_code
-        for line in r.iter_lines():
-            opened.set()
-            ev = parser.feed(line)
-            if ev is not None:
-                out.setdefault("events", []).append(ev)
-    out["ended_at"] = time.monotonic()
 
 
 def test_revoked_key_ends_its_stream(tmp_path: Path) -> None:
@@ -113,7 +102,7 @@ def test_revoked_key_ends_its_stream(tmp_path: Path) -> None:
         for revoke in ("outside", "api"):
             key = trainers.pop()
             opened, out = threading.Event(), {}
-            t = threading.Thread(target=_stream_until_end, args=(url, key["secret"], opened, out), daemon=True)
+            t = threading.Thread(target=stream_events_until_end, args=(url, key["secret"], opened, out), daemon=True)
             t.start()
             assert opened.wait(10) and out["status"] == 200
             time.sleep(1.0)  # the stream has checked its key once at least (and the lookup is cached)

@@ -6,29 +6,17 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from steplake.client import SSEParser
+from tests.api.helpers import stream_events_until_end
 from tests.scale.servers import PG_URL, servers_on_one_schema
 
 pytestmark = [pytest.mark.postgres,
               pytest.mark.skipif(not PG_URL, reason="STEPLAKE_TEST_PG_URL is not set (.ci/run sets it)")]
 
 
-def stream(url: str, key: str, opened: threading.Event, out: dict[str, Any]) -> None:
-    parser = SSEParser()
-    with httpx.stream("GET", f"{url}/api/v1/events", params={"heartbeat": 30},
-                      headers={"authorization": f"Bearer {key}"}, timeout=httpx.Timeout(30.0)) as r:
-        out["status"] = r.status_code
-        for line in r.iter_lines():
-            opened.set()
-            ev = parser.feed(line)
-            if ev is not None:
-                out.setdefault("events", []).append(ev)
-    out["ended_at"] = time.monotonic()
 
 
 def test_key_revoked_on_one_server_ends_its_stream_on_the_other(tmp_path: Path) -> None:
@@ -42,7 +30,7 @@ def test_key_revoked_on_one_server_ends_its_stream_on_the_other(tmp_path: Path) 
             time.sleep(0.2)
 
         opened, out = threading.Event(), {}
-        t = threading.Thread(target=stream, args=(b.url, trainer["secret"], opened, out), daemon=True)
+        t = threading.Thread(target=stream_events_until_end, args=(b.url, trainer["secret"], opened, out), daemon=True)
         t.start()
         assert opened.wait(10) and out["status"] == 200
         time.sleep(1.5)
