@@ -94,8 +94,10 @@ def producer(dash_server: Server) -> Iterator[Producer]:
     p.close()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Playwright's sync API keeps an event loop running in the main thread while
+    it is started, so it must stop before the package's asyncio tests run (module scope, not package)."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     from playwright.sync_api import sync_playwright

@@ -191,7 +191,7 @@ def test_forced_tool_call_openai_then_tool_result(server: str, local_model: Any)
     msgs2 = [*msgs, out.choices[0].message.model_dump(exclude_none=True),
              {"role": "tool", "tool_call_id": call.id, "content": "111"}]
     client.chat.completions.create(model="m", messages=msgs2, tools=[CALC], max_tokens=16)  # type: ignore[list-item]
-    steps = _auto_steps(server, msgs[0]["content"])
+    steps = _auto_steps(server, msgs[0]["content"], 3)  # captures commit off the answer path: wait for all three
     by_traj: dict[str, list[dict[str, Any]]] = {}
     for s in steps:
         by_traj.setdefault(s["trajectory_id"], []).append(s)
