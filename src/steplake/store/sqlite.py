@@ -76,6 +76,12 @@ class SqliteStore(StoreReads, SqliteWrites, SqliteAudit, SqliteOverview):
     def _conn(self) -> AbstractContextManager[sqlite3.Connection]:
         return nullcontext(self._reader())
 
+    def _all(self, sql: str, args: Any = ()) -> list[Any]:  # store/reads.py's, without the context manager
+        return self._reader().execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Any = ()) -> Any:
+        return self._reader().execute(sql, args).fetchone()
+
     def _store_info(self) -> Json:
         return {"backend": "sqlite", "path": self.path, "commits": self._writer.commits if self._writer else 0}
 
