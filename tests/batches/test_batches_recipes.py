@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 
 import pytest
 from hypothesis import given
@@ -245,8 +246,10 @@ def test_grpo_advantages_are_centered_and_scaled(rewards: list[float]) -> None:
     adv = grpo_advantages(rewards)
     assert math.fsum(adv) == pytest.approx(0.0, abs=1e-6)
     if max(rewards) - min(rewards) > 1e-3:
-        # sum of squares = (n - 1) * (std / (std + eps))^2, close to n - 1
-        assert math.fsum(a * a for a in adv) == pytest.approx(len(rewards) - 1, rel=1e-3)
+        # sum of squares = (n - 1) * (std / (std + eps))^2 (ddof=1), close to n - 1 unless std is tiny
+        std = statistics.stdev(rewards)
+        expected = (len(rewards) - 1) * (std / (std + 1e-6)) ** 2
+        assert math.fsum(a * a for a in adv) == pytest.approx(expected, rel=1e-6)
 
 
 @given(rewards_st)
