@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from tables import print_rows
 
 from steplake.records import Step
 
@@ -140,16 +140,7 @@ def main() -> None:
         store.close()
         shutil.rmtree(tmp, ignore_errors=True)
     backend = "sqlite" if a.db == "sqlite" else "postgresql"
-    t = Table(title=f"dashboard overview, {a.pool_steps:,} steps, {backend}, {os.cpu_count()} cores")
-    for col in ("measure", "result", "target", "verdict"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
-    print("\n| measure | result | target | verdict |\n| --- | --- | --- | --- |")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-
+    print_rows(console, f"dashboard overview, {a.pool_steps:,} steps, {backend}, {os.cpu_count()} cores", rows)
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import orjson
 from rich.console import Console
-from rich.table import Table
+from tables import print_rows
 
 from steplake.records import BatchIn, Step
 from steplake.store import open_store
@@ -329,15 +329,7 @@ def main() -> None:
         if not a.skip_big:
             bench_big(a.db, tmp, a.pool_steps, a.quick)
     finally:
-        t = Table(title=f"steplake pool benchmark ({a.db}, {os.cpu_count()} cores)")
-        for col in ("measure", "result", "target", "verdict"):
-            t.add_column(col)
-        for r in rows:
-            t.add_row(*r)
-        console.print(t)
-        print("\n| measure | result | target | verdict |\n| --- | --- | --- | --- |")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
+        print_rows(console, f"steplake pool benchmark ({a.db}, {os.cpu_count()} cores)", rows)
         if a.json:
             a.json.write_bytes(orjson.dumps({"bench": "pool", "db": a.db, "rows": rows}))
         shutil.rmtree(tmp, ignore_errors=True)
