@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,13 +52,18 @@ class Cluster:
     data: Path
     bin: Path
 
-    def restart(self, down_for: float = 2.0) -> float:
-        """``pg_ctl stop -m fast``, ``down_for`` seconds without a database (so that every server's readiness
-        probes see the outage, however loaded the machine), then ``pg_ctl start``; returns the seconds it took."""
+    def restart(self, down_for: float = 2.0, until: Callable[[], bool] | None = None, max_down: float = 30.0
+                ) -> float:
+        """``pg_ctl stop -m fast``; at least ``down_for`` seconds without a database and, with ``until``, on until
+        ``until()`` holds (say: every server's readiness probe has reported the outage, however loaded the machine;
+        at most ``max_down`` seconds); then ``pg_ctl start``. Returns the seconds it took."""
         t0 = time.monotonic()
         ctl = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "server.log"), "-w", "-t", "60"]
         subprocess.run(_as_pg([*ctl, "stop", "-m", "fast"]), check=True, capture_output=True)
         time.sleep(down_for)
+        deadline = time.monotonic() + max_down
+        while until is not None and not until() and time.monotonic() < deadline:
+            time.sleep(0.1)
         subprocess.run(_as_pg([*ctl, "start"]), check=True, capture_output=True)
         return time.monotonic() - t0
 
@@ -234,6 +239,7 @@ class ReadyPoller(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.not_ready: list[dict[str, Any]] = []
+        self.failed: list[str] = []  # probes with no answer (what went wrong)
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -242,9 +248,14 @@ class ReadyPoller(threading.Thread):
                 r = httpx.get(f"{self.url}/readyz", timeout=10)
                 if r.status_code == 503:
                     self.not_ready.append(r.json())
-            except httpx.HTTPError:
-                pass
+            except httpx.HTTPError as e:
+                self.failed.append(f"{time.time():.1f} {type(e).__name__}")
             time.sleep(0.05)
+
+    def saw_outage(self) -> bool:
+        """A 503 that said the store is unavailable (and why) came back."""
+        return any(b.get("checks", {}).get("store") is False and "unavailable" in b.get("store_error", "")
+                   for b in list(self.not_ready))
 
 
 __all__ = ["own_cluster", "fake_scorers", "reward_config", "servers", "answer_step", "SSEReader", "ReadyPoller",

@@ -51,12 +51,15 @@ class StoreAccess:
         return await self._run(fn, self.store, *args, **kwargs)
 
     # health ------------------------------------------------------------------------------------------
+    async def probe(self, fn: Callable[[], T]) -> T:
+        raise NotImplementedError  # Pool.probe
+
     async def ping(self) -> bool:
-        return await self._run(self.store.ping)
+        return await self.probe(self.store.ping)
 
     async def storage_problem(self) -> str | None:
         """Why writes fail now (disk full), else None."""
-        return await self._run(self.store.storage_problem)
+        return await self.probe(self.store.storage_problem)
 
     # keys --------------------------------------------------------------------------------------------
     async def has_keys(self) -> bool:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..availability import Backoff, StoreAvailability, is_unavailable
@@ -64,6 +65,9 @@ class Pool(StoreAccess):
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        # readiness probes run on threads of their own: during an outage every store thread may be waiting on
+        # the database, and /readyz must still answer at once that it is away
+        self._probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="steplake-probe")
         self._policy: Json | None = None
         self.on_policy: list[Callable[[Json], Any]] = []  # gateway hooks (reload upstream weights)
         # outages of the database (PostgreSQL restarts): the store's own record when it keeps one
@@ -99,6 +103,11 @@ class Pool(StoreAccess):
         self._tasks.clear()
         await self._drain()
         await asyncio.to_thread(self.store.close)
+        self._probes.shutdown(wait=False, cancel_futures=True)
+
+    async def probe(self, fn: Callable[[], T]) -> T:
+        """A short health check (``store.ping``) on the probe threads, never queued behind store calls."""
+        return await asyncio.get_running_loop().run_in_executor(self._probes, fn)
 
     async def _run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a store call in a worker thread, counted until the thread is done (even if we are cancelled).
