@@ -4,6 +4,8 @@
 # Both are cached under ~/.cache/steplake/vllm-<version>/ and skipped when present.
 # The conversion runs in steplake's .venv (transformers, gguf, accelerate), so vLLM's venv needs nothing extra.
 # Last two lines printed: the venv's python, then the model folder.
+# `setup_vllm.sh venv` makes the virtualenv only (it needs nothing of steplake's: .ci/run runs it alongside
+# scripts/setup.sh); with no argument it does both steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VLLM_VERSION=${STEPLAKE_VLLM_VERSION:-0.32.0}
@@ -30,6 +32,11 @@ if [ ! -f "$VENV/.steplake-complete" ]; then
       "$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server"
   } >"$LOG" 2>&1 || { grep -v 'is ignored: it is neither' "$LOG" | tail -n 40 >&2; exit 1; }
   touch "$VENV/.steplake-complete"
+fi
+
+if [ "${1:-}" = venv ]; then
+  echo "$VENV/bin/python"
+  exit 0
 fi
 
 if [ "$(cat "$MODEL/.steplake-complete" 2>/dev/null)" != "$MODEL_FORMAT" ]; then
