@@ -1,6 +1,7 @@
 """Gateway benchmark: direct upstream vs steplake gateway (capture + durable SQLite on) vs LiteLLM's proxy.
 
     python bench/gateway.py [--duration 5] [--clients 1,8,32] [--no-litellm] [--fast-path] [--profile]
+    python bench/gateway.py --upstream-url http://127.0.0.1:8000 [--calls 60]   # a real server: gateway_real.py
 
 Everything runs on this machine: a fast fake vLLM-shaped upstream that returns token ids
 (tests/gateway/fake_upstream.py, its own process), ``python -m steplake serve`` in front of it (its own
@@ -268,6 +269,11 @@ def report(results: dict[tuple[str, int], dict[str, float]], ids: dict[str, str]
 
 
 def main() -> None:
+    if any(a == "--upstream-url" or a.startswith("--upstream-url=") for a in sys.argv[1:]):
+        from gateway_real import main as real  # the gateway in front of a real server (vLLM, ...)
+
+        real(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     ap.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
