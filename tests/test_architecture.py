@@ -64,7 +64,7 @@ FLOORS: dict[str, int] = {
     # are imported lazily, by name)
     "__init__": 0, "errors": 0, "types": 0, "records": 0, "rules": 0, "filters": 0, "config": 0, "availability": 0,
     "store": 1,  # the Store protocol and its two backends
-    "upstreams": 2, "model": 2, "rewards": 2, "batches": 2,  # parts that know nothing of the store or the pool
+    "upstreams": 2, "model": 2, "rewards": 2, "batches": 2, "render": 2,  # parts that know nothing of the store or the pool
     "pool": 3, "exports": 3,  # the one door to the store, and the exports it runs
     "gateway": 4, "api": 4, "dashboard": 4,  # HTTP: the routes call the Pool
     # wiring and entry points: create_app, the CLI, the Python client, the demo, the trainer loop

@@ -120,6 +120,13 @@ def settings_from(opts: dict[str, Any]) -> Settings:
         raise ConfigError("--max-body-mb must be > 0")
     if s.idle_timeout <= 0:
         raise ConfigError("--idle-timeout must be > 0")
+    if s.renderer and ":" in s.renderer:
+        from .render import load_class
+
+        try:
+            load_class(s.renderer)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"--renderer {s.renderer}: cannot load it ({type(e).__name__}: {e})") from None
     return s
 
 

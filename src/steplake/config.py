@@ -7,11 +7,14 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
+
+PromptMode = Literal["chat", "tokens", "auto"]
+PROMPT_MODES: tuple[str, ...] = ("chat", "tokens", "auto")
 
 
 class Settings(BaseModel):
@@ -52,6 +55,13 @@ class Settings(BaseModel):
     )
     header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers.")
     body_timeout: float = Field(30.0, gt=0, description="Seconds a request body may stay idle before a 408.")
+    prompt_mode: PromptMode = Field(
+        "chat", description="How the gateway builds prompts: chat (the upstream renders the messages), tokens "
+                            "(token ids rendered and bridged here, sent to /v1/completions), auto (tokens where the "
+                            "upstream accepts them, else chat).")
+    renderer: str | None = Field(
+        None, description="Renderer for --prompt-mode tokens/auto: a renderers name or module:Class (default: "
+                          "from --tokenizer, else the upstream's model).")
 
     @property
     def server_url(self) -> str:
@@ -108,10 +118,24 @@ def build_settings(cli: dict[str, Any], environ: dict[str, str] | None = None) -
     unknown = set(merged) - set(Settings.model_fields)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    check_prompt_settings(merged.get("prompt_mode"), merged.get("renderer"))
     try:
         return Settings(**merged)
     except Exception as e:  # pydantic.ValidationError
         raise ConfigError(f"invalid settings: {e}") from None
 
 
-__all__ = ["Settings", "build_settings", "load_config_file"]
+def check_prompt_settings(mode: Any, renderer: Any) -> None:
+    """``prompt_mode`` is one of PROMPT_MODES; ``renderer`` is a name or ``module:Class`` (one line each)."""
+    if mode is not None and mode not in PROMPT_MODES:
+        raise ConfigError(f"--prompt-mode must be one of {', '.join(PROMPT_MODES)}, got {mode!r}")
+    if renderer is None:
+        return
+    if not isinstance(renderer, str) or not renderer.strip() or any(c.isspace() for c in renderer):
+        raise ConfigError(f"--renderer must be a renderer name or module:Class, got {renderer!r}")
+    module, sep, cls = renderer.partition(":")
+    if sep and (not module or not cls or ":" in cls):
+        raise ConfigError(f"--renderer must be a renderer name or module:Class, got {renderer!r}")
+
+
+__all__ = ["Settings", "build_settings", "load_config_file", "check_prompt_settings", "PROMPT_MODES", "PromptMode"]
