@@ -19,7 +19,7 @@ MESSAGES: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role"
 TOOLS: list[dict[str, Any]] = [{"type": "function", "function": {
     "name": "calculator", "description": "Evaluate an arithmetic expression",
     "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}]
-# vLLM's structured outputs force the hermes tool-call text, so the call is deterministic (36 ids with <|im_end|>)
+# vLLM's structured outputs force the hermes tool-call text, so the call is deterministic
 TOOL_REGEX = ('<tool_call>\\n\\{"name": "calculator", "arguments": \\{"expression": "[0-9]{1,3}\\*[0-9]{1,3}"\\}\\}'
               '\\n</tool_call>')
 TOOL_QUESTION = "What is 37*3? Use the calculator."
