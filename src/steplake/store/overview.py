@@ -6,8 +6,8 @@ A backend supplies an :class:`OverviewSource` on one connection (``store/sqlite_
 batch probe of the step sequence. Everything else (the SQL, the search, the answer) is here, so both
 backends answer the same JSON for the same pool, never a sample (``sampled`` is always false).
 
-Bounded on a large pool: the time series finds its bucket edges by binary search on the step sequence (which
-grows with ``created_at``; the edges are searched together, one probe batch per halving) and reads at most the
+Bounded on a large pool: the time series finds its bucket edges by a safeguarded interpolation search on the step
+sequence (which grows with ``created_at``; the edges are searched together, one probe batch per round) and reads at most the
 newest ``EXACT_ROWS`` steps (older buckets are counted from the sequence, ``estimated``); the histogram and the
 version counts read the most recent ``SAMPLE`` trajectories; the funnel reads the ``funnel_*`` counters that
 triggers keep (store/funnel_sql.py) plus the ``groups`` table; channels skip through the ``(channel, seq)`` index.
@@ -75,25 +75,46 @@ def seq_bounds(src: OverviewSource) -> tuple[int, int] | None:
 
 
 def seq_edges(src: OverviewSource, times: Sequence[float], lo: int, hi: int) -> list[int]:
-    """For each ``t`` of ``times`` (ascending): the first seq in [lo, hi] whose step has ``created_at >= t``
-    (created_at grows with seq), hi + 1 if none. One binary search per ``t``, probed together."""
-    first = src.first_steps([lo]).get(lo)
-    out = [lo if first is not None else hi + 1] * len(times)
-    ranges = {i: (lo, hi + 1) for i, t in enumerate(times) if first is not None and first[1] < t}
-    while ranges:
-        found = src.first_steps(sorted({(a + b) // 2 for a, b in ranges.values()}))
-        for i, (a, b) in list(ranges.items()):
-            mid = (a + b) // 2
-            row = found.get(mid)
-            if row is None or row[1] >= times[i]:
-                b = mid
+    """For each ``t`` of ``times`` (ascending): the first seq position in [lo, hi + 1] from which every step has
+    ``created_at >= t`` (created_at grows with seq). The searches run together, one probe batch per round.
+    Each round probes, per search, the interpolation guess (steps arrive at a fairly steady rate, so a guess from
+    the bracket's two creation times lands close) and the bracket's middle (so the bracket at least halves: never
+    more rounds than a binary search)."""
+    ends = src.first_steps([lo, hi])
+    first, last = ends.get(lo), ends.get(hi)
+    if first is None or last is None:
+        return [hi + 1] * len(times)
+    out = [lo] * len(times)
+    # i -> [a, b, ta, tb]: the edge is in [a, b]; ta < t is the creation time of a step before a, tb >= t that
+    # of the first step at or after b
+    state: dict[int, list[Any]] = {}
+    for i, t in enumerate(times):
+        if first[1] >= t:
+            out[i] = lo
+        elif last[1] < t:
+            out[i] = hi + 1
+        else:
+            state[i] = [first[0] + 1, hi, first[1], last[1]]
+    while state:
+        probes: dict[int, tuple[int, ...]] = {}
+        for i, (a, b, ta, tb) in state.items():
+            guess = a + int((times[i] - ta) / (tb - ta) * (b - a)) if tb > ta else a
+            probes[i] = tuple({min(max(guess, a), b - 1), (a + b) // 2})
+        found = src.first_steps(sorted({m for ms in probes.values() for m in ms}))
+        for i, ms in probes.items():
+            a, b, ta, tb = state[i]
+            for mid in ms:
+                row = found.get(mid)
+                if row is None or row[1] >= times[i]:  # no step in [mid, row) exists: the edge is at most mid
+                    if mid < b:
+                        b, tb = mid, (row[1] if row is not None else tb)
+                elif row[0] + 1 > a:
+                    a, ta = row[0] + 1, row[1]
+            if a >= b:
+                del state[i]
+                out[i] = min(a, b)
             else:
-                a = row[0] + 1
-            if a < b:
-                ranges[i] = (a, b)
-            else:
-                del ranges[i]
-                out[i] = a
+                state[i] = [a, b, ta, tb]
     return list(itertools.accumulate(out, max))  # never decreasing, even if created_at went back in time
 
 
