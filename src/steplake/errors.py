@@ -197,6 +197,13 @@ class ConfigError(SteplakeError):
     code = "config_error"
 
 
+class RenderError(SteplakeError):
+    """A renderer or bridge failed at run time (``--prompt-mode tokens``): the gateway answers that call in
+    chat mode instead, flagged and counted; never sent to an agent."""
+
+    code = "render_failed"
+
+
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
