@@ -7,7 +7,9 @@ stops. So re-sent history is an exact extension (continuity ``clean``), like a w
 Magic markers in the last message pick a behaviour: ``[[500]]``, ``[[429]]``, ``[[kill]]`` (stream half
 of the answer then drop the connection), ``[[slow]]`` (sleep 3 s), ``[[noids]]`` (no token ids),
 ``[[badids]]`` (one id fewer than usage says), ``[[drip]]`` (0.2 s between streamed chunks). Names queued in
-``wrong_shape`` make the next chat calls answer valid JSON of the wrong shape (``misshape``).
+``wrong_shape`` make the next chat calls answer valid JSON of the wrong shape (``misshape``). vLLM's developer
+routes used by a policy reload (``/pause``, ``/collective_rpc``, ...) answer like vLLM's, or 404 with
+``dev_mode = False`` (a vLLM started without ``VLLM_SERVER_DEV_MODE=1``); every call lands in ``dev_calls``.
 Run alone: ``python tests/gateway/fake_upstream.py --port 8123``.
 """
 
@@ -54,6 +56,8 @@ class FakeUpstream:
         self.reloaded: list[str] = []
         self.reload_fails: str | None = None  # set: /update_weights_from_disk answers 400 with this message
         self.reload_calls: list[str] = []  # every reload asked for, failed ones included
+        self.dev_mode = True  # False: vLLM's developer routes answer 404
+        self.dev_calls: list[str] = []  # "<route> <argument>" for each developer route called
         self.health_status = 200
         self.record = True
         self.wrong_shape: list[str] = []  # queued: each chat call pops one and answers it (see misshape)
@@ -70,7 +74,24 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/update_weights_from_disk", self.reload)
         app.router.add_post("/detokenize", self.detokenize)
+        for route in ("/pause", "/collective_rpc", "/reset_prefix_cache", "/update_weight_version", "/resume"):
+            app.router.add_post(route, self.dev_route)
         return app
+
+    async def dev_route(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read() or b"{}")
+        arg = (body.get("kwargs") or {}).get("weights_path") or body.get("new_version") or request.query.get("mode")
+        self.dev_calls.append(f"{request.path} {arg}")
+        if not self.dev_mode:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        if request.path == "/collective_rpc":
+            self.reload_calls.append(arg)
+            if self.reload_fails is not None:
+                return web.json_response({"error": {"message": self.reload_fails, "type": "InternalServerError",
+                                                    "code": 500}}, status=500)
+            self.reloaded.append(arg)
+            return web.json_response({"results": [None]})
+        return web.json_response({"success": True})
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=self.health_status)

@@ -29,12 +29,12 @@ async def test_generate_token_in_token_out(harness: Harness, fake_up: FakeUpstre
 async def test_policy_reload_and_version_on_new_steps(
         make_harness: Callable[..., Awaitable[Harness]], fake_up: FakeUpstreamThread, tmp_path: Path) -> None:
     root = tmp_path / "ckpt"
-    h = await make_harness([f"sglang+{fake_up.url}", f"vllm+{fake_up.url}/v1"], weights_root=str(root))
+    h = await make_harness([f"sglang+{fake_up.url}", f"llamacpp+{fake_up.url}/v1"], weights_root=str(root))
     res = (await h.gw.publish_policy(3, str(root / "weights-v3"), None))["gateway"]
     assert (await h.pool.get_policy())["weights_path"] == str(root.resolve() / "weights-v3")
     by_kind = {u["kind"]: u for u in res["upstreams"]}
     assert by_kind["sglang"]["reloaded"] is True and fake_up.fake.reloaded == [str(root.resolve() / "weights-v3")]
-    assert by_kind["vllm"]["reloaded"] is False and "cannot be reloaded" in by_kind["vllm"]["detail"]
+    assert by_kind["llamacpp"]["reloaded"] is False and "cannot be reloaded" in by_kind["llamacpp"]["detail"]
     r = await h.client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "v"}]})
     assert r.status_code == 200
     [step] = await h.steps()

@@ -1,8 +1,8 @@
 """Publishing a policy version through the gateway (CONTRACT §2), and the gate upstream calls pass.
 
 With ``weights_path``: close the gate (new upstream calls wait), wait for the calls in flight, reload every
-reloadable upstream (``POST /update_weights_from_disk``), and record the version only if every reload
-succeeded. Otherwise the upstreams that did load the new weights are reloaded with the previous ones (the
+reloadable upstream (the embedded model and SGLang: ``POST /update_weights_from_disk``; vLLM: its developer
+routes, see gateway/reload.py), and record the version only if every reload succeeded. Otherwise the upstreams that did load the new weights are reloaded with the previous ones (the
 last recorded ``weights_path``, else what their model card reported), nothing is recorded, and the answer is
 a 502 ``policy_reload_failed`` whose ``details.upstreams`` lists each upstream's result. An upstream that
 cannot go back is left out of routing (``stale_weights``) until a later publish reloads it. Without
@@ -10,7 +10,9 @@ cannot go back is left out of routing (``stale_weights``) until a later publish 
 carries the version that was current when it passed the gate, i.e. when its upstream call started.
 
 ``weights_path`` must lie under ``--weights-root`` (resolved: symlinks followed, no ``..`` escape); with
-no root configured every ``weights_path`` is refused (422).
+no root configured every ``weights_path`` is refused (422). With a vLLM upstream the folder is checked before
+any upstream is called (a checkpoint vLLM cannot read kills it): 422 ``weights_path_invalid`` naming the
+upstream and the problem.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from ..config import Settings
 from ..errors import ConflictError, PolicyReloadError, ServiceUnavailableError, ValidationError
 from ..pool.pool import Pool
 from ..types import Json
-from ..upstreams.base import RELOADABLE, Upstream, UpstreamFailure
+from ..upstreams.base import RELOADABLE, Upstream
 from ..upstreams.openai_compat import UpstreamClient
 from ..upstreams.routing import UpstreamPool
+from .reload import check_checkpoint, reload_upstream
 
 STALE = "stale_weights"  # Upstream.extra key: serves weights of a publish that was not recorded
 
@@ -151,8 +154,9 @@ class PolicyPublisher:
                 policy = await self.pool.publish_policy(version, None, note)
                 return self._answer(policy, [self._skipped(u, "no weights_path: nothing to reload")
                                              for u in self.upstreams.upstreams])
+            await check_checkpoint(self.upstreams.upstreams, path)
             async with self.gate.closed(min(self.settings.upstream_timeout, 300.0)):
-                results = await self._reload_all(path)
+                results = await self._reload_all(path, version)
                 if all(r["reloaded"] or not r["reloadable"] for r in results):
                     try:
                         policy = await self.pool.publish_policy(version, path, note)
@@ -173,28 +177,22 @@ class PolicyPublisher:
         return {"url": up.root, "kind": up.effective_kind, "reloadable": up.effective_kind in RELOADABLE,
                 "reloaded": False, "detail": detail}
 
-    async def _reload_all(self, path: str) -> list[Json]:
+    async def _reload_all(self, path: str, version: int) -> list[Json]:
         ups = self.upstreams.upstreams
-        return list(await asyncio.gather(*(self._reload(u, path) for u in ups)))
+        return list(await asyncio.gather(*(self._reload(u, path, version) for u in ups)))
 
-    async def _reload(self, up: Upstream, path: str) -> Json:
+    async def _reload(self, up: Upstream, path: str, version: int) -> Json:
         if up.effective_kind not in RELOADABLE:
             return self._skipped(up, f"{up.effective_kind} upstreams cannot be reloaded by the gateway; reload "
-                                     "the server yourself (vLLM: /collective_rpc or a restart)")
+                                     "the server yourself, then publish without weights_path")
         res: Json = {"url": up.root, "kind": up.effective_kind, "reloadable": True}
-        ok, detail = await self._load(up, path)
+        ok, detail = await self._load(up, path, version)
         if ok:
             up.extra.pop(STALE, None)
         return {**res, "reloaded": ok, "detail": detail}
 
-    async def _load(self, up: Upstream, path: str) -> tuple[bool, Any]:
-        try:
-            out = await self.client.post_json(up, "/update_weights_from_disk", {"model_path": path},
-                                              timeout=self.reload_timeout)
-        except UpstreamFailure as e:
-            return False, e.message
-        ok = out.get("success", True) is not False
-        return ok, out.get("message") or out
+    async def _load(self, up: Upstream, path: str, version: int | None) -> tuple[bool, Any]:
+        return await reload_upstream(self.client, up, path, version, self.reload_timeout)
 
     async def _roll_back(self, results: list[Json], current: Json) -> None:
         """Reload the previous weights where the new ones were loaded; mark the upstreams that cannot."""
@@ -204,7 +202,8 @@ class PolicyPublisher:
             if up is None or not r.get("reloaded"):
                 continue
             previous = current.get("weights_path") or (up.extra.get("model_card") or {}).get("root")
-            ok, detail = (await self._load(up, str(previous))) if previous else (False, "no previous weights path")
+            ok, detail = ((await self._load(up, str(previous), current.get("version"))) if previous
+                          else (False, "no previous weights path"))
             r["rolled_back"] = ok
             if not ok:
                 up.extra[STALE] = f"serves weights of a publish that was not recorded; rollback failed: {detail}"

@@ -6,7 +6,8 @@ An upstream is given as ``--upstream URL`` (repeatable), optionally with a kind 
 prefix          what the gateway asks for and where it reads token ids
 ==============  ==========================================================================================
 ``vllm+``       ``return_token_ids: true`` + ``logprobs``; ``prompt_token_ids`` (top level or per choice)
-                and per-choice ``token_ids``, streamed deltas too.
+                and per-choice ``token_ids``, streamed deltas too. Reloads weights through its developer
+                routes (``VLLM_SERVER_DEV_MODE=1``): ``/collective_rpc`` ``reload_weights`` (gateway/reload.py).
 ``steplake+``   the embedded model server (``python -m steplake.model serve``): same wire as vLLM; can
                 reload weights with ``POST /update_weights_from_disk``.
 ``sglang+``     ``return_token_ids`` + ``return_prompt_token_ids`` + ``logprobs``; reloads weights with
@@ -18,9 +19,13 @@ prefix          what the gateway asks for and where it reads token ids
                 (``token_source = "tokenizer"``) or are left empty (``"text"``).
 ==============  ==========================================================================================
 
-Without a prefix the kind is detected once, at the first successful health check: ``GET /props``
-answering → llama.cpp, ``GET /get_model_info`` → SGLang, anything else → vLLM-style requests (vLLM, our
-model server and most servers that accept unknown fields). The URL may end in ``/v1`` or not. An API key
+Without a prefix the kind is detected once, at the first successful health check: vLLM is identified
+positively (``GET /version`` answering ``{"version": "<x>"}`` and the model card of ``GET /v1/models``
+saying ``owned_by: "vllm"``) → ``vllm``; ``GET /props`` answering → llama.cpp, ``GET /get_model_info`` →
+SGLang; anything else → vLLM-style requests (our model server and most servers that accept unknown
+fields), but not called vLLM. The identification runs for declared upstreams too: an identified vLLM sets
+``extra["server"] = {"name": "vllm", "version": x}`` (``None`` when not identified), and each step's
+``provenance.upstream_server`` says ``"vllm <x>"`` (``null`` when not identified). The URL may end in ``/v1`` or not. An API key
 for the upstream goes in the URL's user part (``openai+https://sk-...@api.openai.com/v1``); it is sent as
 ``Authorization: Bearer`` and never shown in stats. The agent's own key (a steplake key) is not forwarded.
 """
@@ -36,7 +41,7 @@ from ..errors import ConfigError, UpstreamFailure  # UpstreamFailure: re-exporte
 
 UpstreamKind = Literal["vllm", "steplake", "sglang", "llamacpp", "openai"]
 KINDS: tuple[str, ...] = ("vllm", "steplake", "sglang", "llamacpp", "openai")
-RELOADABLE: tuple[str, ...] = ("steplake", "sglang")
+RELOADABLE: tuple[str, ...] = ("steplake", "sglang", "vllm")
 
 
 @dataclass
@@ -82,6 +87,12 @@ class Upstream:
         }
 
 
+def server_of(up: Upstream) -> str | None:
+    """The identified server as ``"<name> <version>"`` (``"vllm 0.32.0"``), or None when not identified."""
+    server = up.extra.get("server")
+    return f"{server['name']} {server['version']}" if server else None
+
+
 def parse_upstream(spec: str) -> Upstream:
     """``[kind+]http(s)://host:port[/path][/v1]`` → Upstream (kind None when it must be detected)."""
     s = spec.strip()
@@ -104,4 +115,4 @@ def parse_upstream(spec: str) -> Upstream:
     return up
 
 
-__all__ = ["Upstream", "UpstreamKind", "KINDS", "RELOADABLE", "parse_upstream", "UpstreamFailure"]
+__all__ = ["Upstream", "UpstreamKind", "KINDS", "RELOADABLE", "parse_upstream", "server_of", "UpstreamFailure"]

@@ -49,9 +49,11 @@ class UpstreamClient:
         async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as r:
             return r.status, await r.read()
 
-    async def post_json(self, up: Upstream, path: str, body: Json, timeout: float | None = None) -> Json:
-        """POST and return the decoded JSON answer; UpstreamFailure on any failure."""
-        resp = await self._open(up, path, body, _JSON_HEADERS, timeout)
+    async def post_json(self, up: Upstream, path: str, body: Json, timeout: float | None = None, *,
+                        at_root: bool = False) -> Json:
+        """POST and return the decoded JSON answer; UpstreamFailure on any failure. ``path`` is under ``/v1``
+        unless ``at_root`` (or it starts with ``/update``: the servers' weight routes)."""
+        resp = await self._open(up, path, body, _JSON_HEADERS, timeout, at_root)
         try:
             data = await self._read(resp)
         finally:
@@ -69,8 +71,8 @@ class UpstreamClient:
         return await self._open(up, path, body, _SSE_HEADERS, None)
 
     async def _open(self, up: Upstream, path: str, body: Json, headers: dict[str, str],
-                    timeout: float | None) -> aiohttp.ClientResponse:
-        url = up.v1 + path if not path.startswith("/update") else up.root + path
+                    timeout: float | None, at_root: bool = False) -> aiohttp.ClientResponse:
+        url = up.root + path if at_root or path.startswith("/update") else up.v1 + path
         kw: dict[str, Any] = {}
         if timeout is not None:
             kw["timeout"] = aiohttp.ClientTimeout(total=timeout)
