@@ -39,7 +39,8 @@ trajectory idle for ``idle_timeout`` is ``complete`` when its last step ended wi
 "stop"`` and no tool calls, else ``abandoned``.
 
 Tokens: see ``steplake.upstreams.base`` for how each upstream kind is asked for ids. Steps carry
-``token_source`` (``upstream`` / ``tokenizer`` / ``text``) and ``provenance`` (upstream, upstream_kind,
+``token_source`` (``upstream`` / ``tokenizer`` / ``text``) and ``provenance`` (upstream, upstream_kind: the
+wire dialect used, upstream_server: the identified server and version such as ``"vllm 0.32.0"`` or null,
 protocol, tokenizer, chat_template_hash, logprobs_mode, exchange_hash, attribution, ids_source, warnings).
 Missing ids or ids that disagree with ``usage`` are flagged in ``provenance.warnings`` and counted in
 ``stats()`` — never replaced silently.

@@ -75,7 +75,7 @@ class UpstreamPool:
             return False
         up.loading = status == 503
         up.mark(status == 200, None if status == 200 else f"/health answered {status}")
-        if up.healthy and (up.kind is None or up.model_id is None):
+        if up.healthy and (up.kind is None or up.model_id is None or "server" not in up.extra):
             await self._detect(up)
         self._notify(was, up)
         return bool(up.healthy)
@@ -94,7 +94,12 @@ class UpstreamPool:
                 if data and isinstance(data[0], dict):
                     up.model_id = str(data[0].get("id"))
                     up.extra["model_card"] = data[0]
+        if "server" not in up.extra and "model_card" in up.extra:
+            await self._identify(up)
         if up.kind is not None:
+            return
+        if up.extra.get("server"):
+            up.kind = "vllm"
             return
         for path, kind in (("/props", "llamacpp"), ("/get_model_info", "sglang")):
             with contextlib.suppress(Exception):
@@ -103,6 +108,23 @@ class UpstreamPool:
                     up.kind = kind
                     return
         up.kind = "vllm"
+
+    async def _identify(self, up: Upstream) -> None:
+        """vLLM, positively: ``GET /version`` answers ``{"version": "<x>"}`` and the model card says
+        ``owned_by: "vllm"`` → ``extra["server"] = {"name": "vllm", "version": x}``; any other answer →
+        ``None`` (not identified). A failed request leaves it unset (asked again at the next check)."""
+        try:
+            status, raw = await self.client.get(up.root + "/version", timeout=3.0, up=up)
+        except Exception:
+            return
+        server: dict[str, str] | None = None
+        card = up.extra.get("model_card") or {}
+        with contextlib.suppress(ValueError):
+            body = orjson.loads(raw) if status == 200 else None
+            version = body.get("version") if isinstance(body, dict) else None
+            if isinstance(version, str) and version and card.get("owned_by") == "vllm":
+                server = {"name": "vllm", "version": version}
+        up.extra["server"] = server
 
     def candidates(self, key: str | None) -> list[Upstream]:
         """Upstreams in the order to try: healthy ones (sticky for ``key``), then the rest."""
