@@ -17,6 +17,7 @@ from tests.vllm.wire import (
     direct,
     openai_client,
     tokenize,
+    wait_steps,
 )
 from tests.vllm_server import VllmServer
 
@@ -42,7 +43,7 @@ def test_chat_ids_are_vllms(vllm: VllmServer, gateway: Gateway, stream: bool) ->
     choice = ref["choices"][0]
     assert text == choice["message"]["content"] and choice["finish_reason"] == "stop"
     assert choice["token_ids"][-1] == STOP_ID
-    [step] = gateway.steps(tid)
+    [step] = wait_steps(gateway, tid)
     assert step["finish_reason"] == "stop" and step["response"]["content"] == text
     assert step["provenance"]["stream"] is stream and step["provenance"]["protocol"] == "openai.chat"
     assert_step_matches(step, ref["prompt_token_ids"], choice["token_ids"], chat_logprobs(choice))
@@ -55,7 +56,7 @@ def test_chat_cut_by_max_tokens_has_no_stop_token(vllm: VllmServer, gateway: Gat
         model=MODEL, messages=messages, max_tokens=12, temperature=0)  # type: ignore[arg-type]
     assert answer.choices[0].finish_reason == "length"
     ref = direct(vllm, "/chat/completions", {"messages": messages, "max_tokens": 12, "temperature": 0})
-    [step] = gateway.steps("chat-length")
+    [step] = wait_steps(gateway, "chat-length")
     assert step["finish_reason"] == "length" and len(step["response_ids"]) == 12
     assert_step_matches(step, ref["prompt_token_ids"], ref["choices"][0]["token_ids"],
                         chat_logprobs(ref["choices"][0]))
@@ -79,7 +80,7 @@ def test_completions_ids_are_vllms(vllm: VllmServer, gateway: Gateway, stream: b
     ref = direct(vllm, "/completions", body)
     choice = ref["choices"][0]
     assert text == choice["text"]
-    [step] = gateway.steps(tid)
+    [step] = wait_steps(gateway, tid)
     assert step["provenance"]["protocol"] == "openai.completions" and step["provenance"]["stream"] is stream
     assert_step_matches(step, choice["prompt_token_ids"], choice["token_ids"], choice["logprobs"]["token_logprobs"])
     assert step["prompt_ids"] == tokenize(vllm, prompt=CHATML)

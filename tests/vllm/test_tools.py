@@ -25,6 +25,7 @@ from tests.vllm.wire import (
     direct,
     openai_client,
     tokenize,
+    wait_steps,
 )
 from tests.vllm_server import VllmServer
 
@@ -73,7 +74,7 @@ def test_forced_tool_call_whole_and_streamed(vllm: VllmServer, gateway: Gateway)
     assert choice["finish_reason"] == "tool_calls" and len(choice["token_ids"]) > 24
     prompt = tokenize(vllm, messages=TOOL_MESSAGES, tools=TOOLS)
     for tid, stream in (("tools-whole", False), ("tools-stream", True)):
-        [step] = gateway.steps(tid)
+        [step] = wait_steps(gateway, tid)
         assert step["finish_reason"] == "tool_calls" and step["provenance"]["stream"] is stream
         [stored] = step["response"]["tool_calls"]
         assert stored["function"] == {"name": "calculator", "arguments": call.function.arguments}
@@ -99,7 +100,7 @@ def test_n2_each_choice_stored_with_its_ids(vllm: VllmServer, gateway: Gateway, 
         assert [ch.index for ch in answer.choices] == [0, 1]
         shown = {ch.index: (ch.model_extra or {})["token_ids"] for ch in answer.choices}
     prompt = tokenize(vllm, messages=MESSAGES)
-    steps = [gateway.steps(tid), gateway.steps(f"{tid}-1")]  # choice i > 0 → trajectory "{tid}-{i}"
+    steps = [wait_steps(gateway, tid), wait_steps(gateway, f"{tid}-1")]  # choice i > 0 → trajectory "{tid}-{i}"
     for i, [step] in enumerate(steps):
         assert step["prompt_ids"] == prompt and step["token_source"] == "upstream"
         assert step["response_ids"] == shown[i] and len(shown[i]) > 0
@@ -128,7 +129,7 @@ def test_anthropic_messages_keep_vllms_ids(vllm: VllmServer, gateway: Gateway, s
     assert message.content[0].text == choice["message"]["content"]
     assert message.usage.input_tokens == len(ref["prompt_token_ids"])
     assert message.usage.output_tokens == len(choice["token_ids"])
-    [step] = gateway.steps(tid)
+    [step] = wait_steps(gateway, tid)
     assert step["provenance"]["protocol"] == "anthropic.messages" and step["provenance"]["stream"] is stream
     assert step["finish_reason"] == "stop"
     assert_step_matches(step, ref["prompt_token_ids"], choice["token_ids"], chat_logprobs(choice))

@@ -3,6 +3,7 @@ SDK clients pointed at a gateway trajectory, and comparisons of stored steps wit
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anthropic
@@ -67,6 +68,16 @@ def steps_or_none(gateway: Gateway, trajectory_id: str) -> list[dict[str, Any]]:
     return list(r.json()["steps"])
 
 
+def wait_steps(gateway: Gateway, trajectory_id: str, n: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
+    """The trajectory's stored steps once there are ``n`` (captures are written in the background after the
+    answer reached the agent), in step order."""
+    deadline = time.monotonic() + timeout
+    while len(steps := steps_or_none(gateway, trajectory_id)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(steps) == n, (trajectory_id, steps, gateway.log_tail())
+    return sorted(steps, key=lambda s: int(s["step_index"]))
+
+
 def assert_step_matches(step: dict[str, Any], prompt_ids: list[int], token_ids: list[int],
                         logprobs: list[float]) -> None:
     """A stored step carries exactly vLLM's ids and, aligned with them, logprobs close to vLLM's."""
@@ -83,4 +94,5 @@ def assert_step_matches(step: dict[str, Any], prompt_ids: list[int], token_ids: 
 
 
 __all__ = ["STOP_ID", "SYSTEM", "QUESTION", "MESSAGES", "TOOLS", "TOOL_REGEX", "TOOL_QUESTION", "openai_client",
-           "anthropic_client", "direct", "tokenize", "chat_logprobs", "steps_or_none", "assert_step_matches"]
+           "anthropic_client", "direct", "tokenize", "chat_logprobs", "steps_or_none", "wait_steps",
+           "assert_step_matches"]
