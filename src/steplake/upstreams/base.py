@@ -25,7 +25,8 @@ saying ``owned_by: "vllm"``) → ``vllm``; ``GET /props`` answering → llama.cp
 SGLang; anything else → vLLM-style requests (our model server and most servers that accept unknown
 fields), but not called vLLM. The identification runs for declared upstreams too: an identified vLLM sets
 ``extra["server"] = {"name": "vllm", "version": x}`` (``None`` when not identified), and each step's
-``provenance.upstream_server`` says ``"vllm <x>"`` (``null`` when not identified). The URL may end in ``/v1`` or not. An API key
+``provenance.upstream_server`` (and ``server`` of the upstream in ``/api/v1/stats``) says ``"vllm <x>"``
+(``null`` when not identified). The URL may end in ``/v1`` or not. An API key
 for the upstream goes in the URL's user part (``openai+https://sk-...@api.openai.com/v1``); it is sent as
 ``Authorization: Bearer`` and never shown in stats. The agent's own key (a steplake key) is not forwarded.
 """
@@ -79,7 +80,8 @@ class Upstream:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "url": self.root, "kind": self.effective_kind, "detected": not self.declared, "local": self.local,
+            "url": self.root, "kind": self.effective_kind, "server": server_of(self), "detected": not self.declared,
+            "local": self.local,
             "healthy": bool(self.healthy), "loading": self.loading, "last_error": self.last_error,
             "model": self.model_id, "requests": self.requests, "errors": self.errors, "retries": self.retries,
             "ids_missing": self.ids_missing, "ids_inconsistent": self.ids_inconsistent,
