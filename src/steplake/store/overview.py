@@ -10,7 +10,7 @@ Bounded on a large pool: the time series finds its bucket edges by a safeguarded
 sequence (which grows with ``created_at``; the edges are searched together, one probe batch per round) and reads at most the
 newest ``EXACT_ROWS`` steps (older buckets are counted from the sequence, ``estimated``); the histogram and the
 version counts read the most recent ``SAMPLE`` trajectories; the funnel reads the ``funnel_*`` counters that
-triggers keep (store/funnel_sql.py) plus the ``groups`` table; channels skip through the ``(channel, seq)`` index.
+triggers on ``trajectories`` and ``groups`` keep (store/funnel_sql.py); channels skip through the ``(channel, seq)`` index.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..types import Json
-from .funnel_sql import FUNNEL, PREFIX
+from .funnel_sql import FUNNEL, GROUP_FUNNEL, PREFIX
 
 Row = tuple[Any, ...]
 SAMPLE = 5000
@@ -35,9 +35,8 @@ _REWARDS_SQL = ("SELECT reward FROM (SELECT reward, seq FROM trajectories ORDER 
                 " WHERE reward IS NOT NULL ORDER BY seq DESC")
 _VERSIONS_SQL = ("SELECT max_policy, count(*) FROM (SELECT max_policy FROM trajectories ORDER BY seq DESC LIMIT ?)"
                  " AS recent WHERE max_policy IS NOT NULL GROUP BY max_policy")
-_FUNNEL_NAMES = ", ".join(f"'{PREFIX}{name}'" for name, _ in FUNNEL)
+_FUNNEL_NAMES = ", ".join(f"'{PREFIX}{name}'" for name in [n for n, _ in FUNNEL] + [n for n, _, _ in GROUP_FUNNEL])
 _FUNNEL_SQL = f"SELECT name, value FROM counters WHERE name IN ({_FUNNEL_NAMES})"  # kept by triggers (funnel_sql.py)
-_GROUPS_SQL = "SELECT status, sum(n_complete) FROM groups GROUP BY status"
 
 
 class OverviewSource(Protocol):
@@ -162,10 +161,9 @@ def channels(src: OverviewSource, limit: int = MAX_CHANNELS) -> list[str]:
 def funnel(src: OverviewSource) -> Json:
     counts = {str(name): int(v or 0) for name, v in src.rows(_FUNNEL_SQL)}
     total, complete, abandoned, rewarded, curated, untrainable = (counts.get(PREFIX + n, 0) for n, _ in FUNNEL)
-    by_group = {str(status): int(n or 0) for status, n in src.rows(_GROUPS_SQL)}
-    consumed = by_group.get("consumed", 0)
-    leased = by_group.get("leased", 0)
-    ready = by_group.get("ready", 0) + leased + consumed
+    consumed = counts.get(PREFIX + "group_consumed", 0)  # complete trajectories of the groups in each status
+    leased = counts.get(PREFIX + "group_leased", 0)
+    ready = counts.get(PREFIX + "group_ready", 0) + leased + consumed
     return {"stages": [
         {"name": "collected", "count": total},
         {"name": "complete", "count": complete},

@@ -10,7 +10,7 @@ needs no chain walk; NULL means "rebuild from the chain").
 
 from __future__ import annotations
 
-from .funnel_sql import pg_funnel_migration
+from .funnel_sql import GROUP_COUNTS, pg_counters_migration, pg_funnel_migration
 
 PG_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -222,8 +222,11 @@ CREATE TABLE IF NOT EXISTS reward_claims (
 
 # the dashboard funnel's counts as counters kept by triggers (store/funnel_sql.py); counted once from the rows
 PG_SCHEMA_FUNNEL = pg_funnel_migration()
+# the funnel's group stages (complete trajectories of ready/leased/consumed groups) as counters kept by triggers too
+PG_SCHEMA_FUNNEL_GROUPS = pg_counters_migration(GROUP_COUNTS)
 
-PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3, PG_SCHEMA_AUDIT, PG_SCHEMA_REWARD_CLAIMS, PG_SCHEMA_FUNNEL]
+PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3, PG_SCHEMA_AUDIT, PG_SCHEMA_REWARD_CLAIMS, PG_SCHEMA_FUNNEL,
+                            PG_SCHEMA_FUNNEL_GROUPS]
 PG_TEXT_INDEX_VERSION = 2
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
