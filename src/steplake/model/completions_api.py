@@ -4,6 +4,9 @@ Each choice carries ``prompt_token_ids`` and ``token_ids`` when ``return_token_i
 ``prompt_token_ids`` on the first chunk of each choice, ``token_ids`` deltas on every chunk). Choice
 ``index`` is ``prompt_index * n + i``. ``logprobs: k`` gives the legacy shape (``tokens``,
 ``token_logprobs``, ``top_logprobs``, ``text_offset``). ``echo`` and ``suffix`` are not supported (400).
+``tools`` + ``tool_choice`` (a steplake extension, as on the chat route) force a call on a token prompt that
+already describes the tools: ``tool_choice`` naming a function or ``"required"`` constrains the decoding to
+``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` and the end of turn (``tools.forced_tool_plan``).
 
 ``prompt_logprobs: k`` (vLLM extension, 0 ≤ k ≤ 20, a JSON integer) scores the prompt in one forward
 pass: each choice gets ``prompt_logprobs``, a list as long as its prompt, ``null`` for the first token,
@@ -25,7 +28,8 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from ..errors import BadRequestError
-from .decoding import Generation
+from .chat import normalize_tools
+from .decoding import FREE_PLAN, Generation, Segment
 from .protocol import CompletionRequest, sampling_params
 from .sampling import SamplingParams
 from .serving import (
@@ -41,6 +45,7 @@ from .serving import (
     stream_pieces,
     usage,
 )
+from .tools import forced_tool_plan
 
 
 @dataclass
@@ -52,6 +57,7 @@ class CompletionJob:
     created: int
     model_name: str
     prompt_logprobs: int | None = None
+    plan: tuple[Segment, ...] = FREE_PLAN
 
 
 async def prepare_completion(state: ServerState, req: CompletionRequest) -> CompletionJob:
@@ -67,7 +73,9 @@ async def prepare_completion(state: ServerState, req: CompletionRequest) -> Comp
     for ids in prompts:
         max_tokens = state.max_tokens(ids, req.max_tokens)
         params.append([sampling_params(req, max_tokens, i, top) for i in range(req.n)])
-    return CompletionJob(req, prompts, params, new_id("cmpl"), now(), state.served_model_name, prompt_logprobs)
+    plan = forced_tool_plan(normalize_tools(req.tools), req.tool_choice, model.end_of_turn_id) or FREE_PLAN
+    return CompletionJob(req, prompts, params, new_id("cmpl"), now(), state.served_model_name, prompt_logprobs,
+                         plan)
 
 
 def _logprobs(state: ServerState, job: CompletionJob, gen_ids: list[int], lps: list[float],
@@ -95,7 +103,7 @@ async def completion_response(state: ServerState, job: CompletionJob) -> dict[st
     for p, (prompt, plist) in enumerate(zip(job.prompts, job.params, strict=True)):
         scored = await compute_prompt_logprobs(state.model, prompt, job.prompt_logprobs)
         for i, params in enumerate(plist):
-            gen = await generate(state.model, prompt, params)
+            gen = await generate(state.model, prompt, params, job.plan)
             completion_tokens += len(gen.token_ids)
             choices.append(_choice(state, job, p * job.req.n + i, prompt, gen, scored))
     return {"id": job.id, "object": "text_completion", "created": job.created, "model": job.model_name,
@@ -114,7 +122,7 @@ async def _choice_chunks(state: ServerState, job: CompletionJob, index: int, pro
     lps: list[float] = []
     tops: list[list[tuple[int, float]]] = []
     first, offset, n_tokens = True, 0, 0
-    async for piece in stream_pieces(state.model, prompt, params):
+    async for piece in stream_pieces(state.model, prompt, params, job.plan):
         ids.append(piece.token_id)
         lps.append(piece.logprob)
         tops.append(list(piece.top_logprobs))

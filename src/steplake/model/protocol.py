@@ -88,6 +88,10 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
     suffix: str | None = None
+    # steplake extension: the chat route's forced calls on a token prompt (the gateway's token path); the
+    # prompt already describes the tools, these only constrain the decoding (see tools.forced_tool_plan)
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
