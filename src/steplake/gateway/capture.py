@@ -21,7 +21,7 @@ from ..errors import CaptureFailedError, SteplakeError
 from ..pool.pool import Pool
 from ..records import Step, StepResponse, TokenSource
 from ..types import Json
-from ..upstreams.base import Upstream
+from ..upstreams.base import Upstream, server_of
 from ..upstreams.tokenizer import FallbackTokenizer
 from .attribution import Attribution, ExchangeIndex, exchange_hash, new_group_id, new_hex
 from .tokens import AnswerAcc, ChoiceAcc
@@ -51,6 +51,8 @@ class CallContext:
     group_id: str | None = None
     policy_version: int | None = None  # current when the upstream call started (Gateway's policy gate)
     indexed: bool = False  # the exchange hashes are in the attribution index
+    prompt: Json = field(default_factory=dict)  # prompt_mode and why (gateway/prompts.py), into provenance
+    warnings: list[str] = field(default_factory=list)  # flagged before the capture (a token path fallback)
 
     def plan(self, n_choices: int) -> None:
         """Trajectory per choice: choice 0 keeps the call's trajectory, choice i gets ``{tid}-{i}``."""
@@ -147,7 +149,7 @@ class Capturer:
 
     async def _build(self, ctx: CallContext, up: Upstream, ans: AnswerAcc, ch: ChoiceAcc, i: int,
                      h: str | None, latency: float) -> Step:
-        warnings: list[str] = []
+        warnings: list[str] = list(ctx.warnings)
         prompt = ch.prompt_ids if ch.prompt_ids is not None else ans.prompt_ids
         resp = ch.token_ids if ch.token_ids is not None else ch.logprob_ids
         logprobs = ch.logprobs
@@ -188,13 +190,15 @@ class Capturer:
         tok = self.tokenizer
         uses_tok = "tokenizer" in sources.values()
         prov: Json = {
-            "upstream": up.root, "upstream_kind": up.effective_kind, "protocol": ctx.protocol,
+            "upstream": up.root, "upstream_kind": up.effective_kind, "upstream_server": server_of(up),
+            "protocol": ctx.protocol,
             "stream": ctx.stream, "attribution": ctx.att.source, "exchange_hash": h,
             "tokenizer": tok.ident if uses_tok and tok else card.get("tokenizer") or up.model_id,
             "chat_template_hash": (tok.chat_template_hash if uses_tok and tok else card.get("chat_template_hash")),
             "logprobs_mode": (card.get("logprobs_mode") or "upstream") if has_logprobs else None,
             "ids_source": sources, "warnings": warnings,
         }
+        prov.update(ctx.prompt)
         if ctx.prompt_text is not None:
             prov["prompt"] = ctx.prompt_text
         return prov

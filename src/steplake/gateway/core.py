@@ -28,6 +28,8 @@ from .attribution import Attribution, ExchangeIndex, KeyBindings, history_hashes
 from .capture import CallContext, Capturer
 from .http import Protocol, steplake_error_response, upstream_error_response
 from .policy import STALE, CallGate, PolicyPublisher, Ticket
+from .prompts import PromptModes
+from .token_chat import TokenChat
 
 log = logging.getLogger("steplake.gateway")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -56,6 +58,8 @@ class Gateway:
         self.gate = CallGate(pool)  # upstream calls pass it; a policy publish closes it while reloading
         self.publisher = PolicyPublisher(settings, pool, self.upstreams, self.client, self.gate)
         self.scoring_calls = 0  # prompt_logprobs requests: forwarded, never captured
+        self.prompts = PromptModes(self)  # --prompt-mode: chat or the token path (gateway/prompts.py)
+        self.token_chat = TokenChat(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.auth = auth  # the app's key checks (steplake.api.auth.Auth): caches to drop when a key moves
         self._session_locks: dict[str, asyncio.Lock] = {}
@@ -85,6 +89,8 @@ class Gateway:
             else:
                 self.spawn(self._watch_local(up))
         await self.upstreams.start()
+        if self.prompts.mode != "chat":
+            self.spawn(self.prompts.warm())
 
     async def stop(self) -> None:
         if self.local is not None:
@@ -123,6 +129,7 @@ class Gateway:
                 "capture": self.capturer.stats(), "exchange_index": len(self.index),
                 "policy_gate": {"paused": self.gate.paused, "in_flight": self.gate.in_flight},
                 "captures_in_flight": len(self._tasks), "scoring_calls": self.scoring_calls,
+                "prompt_modes": self.prompts.stats(),
                 "ids_missing": sum(u.ids_missing for u in self.upstreams.upstreams),
                 "ids_inconsistent": sum(u.ids_inconsistent for u in self.upstreams.upstreams)}
 

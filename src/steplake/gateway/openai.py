@@ -57,6 +57,13 @@ class OpenAIHandlers:
         att = await gw.resolve(from_request(request), body["messages"])
         stream = bool(body.get("stream"))
         ctx = CallContext("openai.chat", att, body["messages"], body.get("tools"), sampling_of(body), stream)
+        try:
+            plan = await gw.prompts.plan(ctx, body)  # --prompt-mode: the token path (gateway/prompts.py)
+        except BaseException:
+            gw.index.release(att.claimed_hash)
+            raise
+        if plan is not None:
+            return await gw.token_chat.answer(ctx, body, plan, Wants.of(body))
         return await self._call(ctx, body, "/chat/completions", Wants.of(body), completions=False)
 
     async def completions(self, request: Request) -> Response:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("steplake.tokenizer")
+_IMPORT = threading.Lock()  # transformers' lazy attributes are not safe to import from two threads at once
 
 
 class FallbackTokenizer:
@@ -59,7 +60,8 @@ class FallbackTokenizer:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             t0 = time.monotonic()
             try:
-                from transformers import AutoTokenizer
+                with _IMPORT:
+                    from transformers import AutoTokenizer
 
                 p = Path(self.spec)
                 if p.suffix == ".gguf":

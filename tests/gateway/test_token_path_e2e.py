@@ -1,0 +1,136 @@
+"""Acceptance of the token path (``--prompt-mode tokens``) on the embedded model: the OpenAI SDK, a forced
+tool call → the tool's result → the answer → a user turn, whole and streamed. Every later step is ``clean``
+with ``provenance.prompt_mode == "tokens"``, and its prompt ids are exactly the previous step's prompt +
+response + the renderer's bridge; an agent that edits its history gets a full render (a ``fork``), never a
+splice. Slow: uses the embedded model (shared with test_model_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from steplake.app import create_app
+from steplake.config import Settings
+from steplake.render.generic import TemplateRenderer
+from tests.conftest import free_port
+from tests.gateway.test_model_e2e import CALC, model_url, steps_of  # noqa: F401  (model_url: a fixture)
+from tests.procs import wait_until_up
+from tests.render.test_bridge import smollm2_tokenizer
+
+pytestmark = pytest.mark.slow
+FORCED = {"type": "function", "function": {"name": "calculator"}}
+SYSTEM = {"role": "system", "content": "You are a careful assistant. Use the calculator for arithmetic."}
+
+
+@pytest.fixture(scope="module")
+def token_server(model_url: str, renderer: TemplateRenderer,  # noqa: F811
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    settings = Settings(port=port, db=str(tmp_path_factory.mktemp("tokens") / "pool.db"),
+                        upstream=[f"steplake+{model_url}"], prompt_mode="tokens")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                                        lifespan="on"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    wait_until_up(f"http://127.0.0.1:{port}/readyz", 120)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    th.join(30)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> TemplateRenderer:
+    return TemplateRenderer(smollm2_tokenizer())
+
+
+def ask(client: openai.OpenAI, msgs: list[Any], stream: bool, **kw: Any) -> dict[str, Any]:
+    """One call; the assistant message as the SDK assembled it (streamed: from the deltas)."""
+    if not stream:
+        out = client.chat.completions.create(model="m", messages=msgs, tools=[CALC], temperature=0, **kw)
+        ch = out.choices[0]
+        msg = ch.message.model_dump(exclude_none=True)
+        return {**msg, "finish_reason": ch.finish_reason, "usage": out.usage}
+    content, calls, finish = "", {}, None  # type: ignore[var-annotated]
+    for chunk in client.chat.completions.create(model="m", messages=msgs, tools=[CALC], temperature=0,
+                                                stream=True, **kw):
+        for ch in chunk.choices:
+            content += ch.delta.content or ""
+            for tc in ch.delta.tool_calls or []:
+                cur = calls.setdefault(tc.index, {"id": None, "type": "function",
+                                                  "function": {"name": None, "arguments": ""}})
+                cur["id"] = tc.id or cur["id"]
+                if tc.function and tc.function.name:
+                    cur["function"]["name"] = tc.function.name
+                if tc.function and tc.function.arguments:
+                    cur["function"]["arguments"] += tc.function.arguments
+            finish = ch.finish_reason or finish
+    msg: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        msg["tool_calls"] = [calls[k] for k in sorted(calls)]
+    return {**msg, "finish_reason": finish}
+
+
+def history(msg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in msg.items() if k in ("role", "content", "tool_calls")}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_forced_call_result_answer_and_user_turn_extend_the_sampled_sequence(
+        token_server: str, renderer: TemplateRenderer, stream: bool) -> None:
+    tid = "tok-" + uuid.uuid4().hex[:8]
+    client = openai.OpenAI(base_url=f"{token_server}/t/{tid}/v1", api_key="x", max_retries=0)
+    msgs: list[Any] = [SYSTEM, {"role": "user", "content": "What is 17 * 23?"}]
+    first = ask(client, msgs, stream, tool_choice=FORCED, max_tokens=48)
+    assert first["finish_reason"] == "stop"  # a named tool_choice finishes with stop, as in chat mode
+    call = first["tool_calls"][0]
+    assert call["function"]["name"] == "calculator" and call["id"].startswith("call_")
+    assert isinstance(json.loads(call["function"]["arguments"]), dict)
+    msgs += [history(first), {"role": "tool", "tool_call_id": call["id"], "content": "391"}]
+    second = ask(client, msgs, stream, max_tokens=24)
+    msgs += [history(second), {"role": "user", "content": "Thanks! And 2 + 2?"}]
+    ask(client, msgs, stream, max_tokens=16)
+    steps = steps_of(token_server, tid, 3)
+    assert len(steps) == 3
+    new_turns = [msgs[3:4], msgs[5:6]]
+    for k, s in enumerate(steps):
+        prov = s["provenance"]
+        assert prov["prompt_mode"] == "tokens" and "prompt_mode_reason" not in prov, prov
+        assert s["token_source"] == "upstream" and prov["warnings"] == [], prov
+        assert prov["stream"] is stream
+        if k == 0:
+            assert s["continuity"] == "first" and prov["prompt_build"] == "render"
+            assert s["prompt_ids"] == renderer.render(msgs[:2], [CALC])  # what the chat route renders too
+            continue
+        prev = steps[k - 1]
+        bridge = renderer.bridge(prev["prompt_ids"], prev["response_ids"], new_turns[k - 1], [CALC])
+        assert s["prompt_ids"] == prev["prompt_ids"] + prev["response_ids"] + bridge
+        assert s["continuity"] == "clean" and prov["prompt_build"] == "bridge"
+    # the stored answer is what the agent got: the call (ids kept), then text
+    assert steps[0]["response"]["tool_calls"][0]["id"] == call["id"]
+    assert steps[0]["finish_reason"] == "stop" and steps[1]["response"]["content"] == second["content"]
+    stats = httpx.get(f"{token_server}/api/v1/stats").json()
+    modes = json.dumps(stats)
+    assert '"prompt_modes"' in modes
+
+
+def test_an_edited_history_is_a_full_render_and_a_fork(token_server: str) -> None:
+    tid = "tok-" + uuid.uuid4().hex[:8]
+    client = openai.OpenAI(base_url=f"{token_server}/t/{tid}/v1", api_key="x", max_retries=0)
+    msgs: list[Any] = [SYSTEM, {"role": "user", "content": "What is 6 * 7?"}]
+    first = ask(client, msgs, False, tool_choice=FORCED, max_tokens=48)
+    call = first["tool_calls"][0]
+    tool = {"role": "tool", "tool_call_id": call["id"], "content": "42"}
+    edited = [SYSTEM, {"role": "user", "content": "Please compute 6 times 7 for me, carefully."}, history(first), tool]
+    ask(client, edited, False, max_tokens=16)
+    a, b = steps_of(token_server, tid, 2)
+    assert b["provenance"]["prompt_mode"] == "tokens" and b["provenance"]["prompt_build"] == "render"
+    assert b["continuity"] == "fork"
+    assert b["prompt_ids"][: len(a["prompt_ids"]) + len(a["response_ids"])] != a["prompt_ids"] + a["response_ids"]
