@@ -8,7 +8,9 @@ backends answer the same JSON for the same pool, never a sample (``sampled`` is 
 
 Bounded on a large pool: the time series finds its bucket edges by a safeguarded interpolation search on the step
 sequence (which grows with ``created_at``; the edges are searched together, one probe batch per round) and reads at most the
-newest ``EXACT_ROWS`` steps (older buckets are counted from the sequence, ``estimated``); the histogram and the
+newest ``EXACT_ROWS`` steps, bucket by bucket between its edges (a seq range read through the primary key; no
+``created_at``, which SQLite keeps after a step's wide token and document columns); older buckets are counted
+from the sequence (``estimated``); the histogram and the
 version counts read the most recent ``SAMPLE`` trajectories; the funnel reads the ``funnel_*`` counters that
 triggers on ``trajectories`` and ``groups`` keep (store/funnel_sql.py); channels skip through the ``(channel, seq)`` index.
 """
@@ -26,11 +28,12 @@ from .funnel_sql import FUNNEL, GROUP_FUNNEL, PREFIX
 Row = tuple[Any, ...]
 SAMPLE = 5000
 EXACT_ROWS = 25_000
+RANGE_MIN_STEPS = 16  # exact buckets are read range by range while they average this many steps (else one pass)
 BINS = 20
 MAX_CHANNELS = 100
 
-_SERIES_SQL = ("SELECT {bucket} AS b, count(*), sum(CASE WHEN continuity = 'fork' THEN 1 ELSE 0 END),"
-               " sum(prompt_len + response_len) FROM steps WHERE seq >= ? AND created_at >= ? GROUP BY 1")
+_SERIES_AGG = "count(*), sum(CASE WHEN continuity = 'fork' THEN 1 ELSE 0 END), sum(prompt_len + response_len)"
+_SERIES_SQL = f"SELECT {{bucket}} AS b, {_SERIES_AGG} FROM steps WHERE seq >= ? AND created_at >= ? GROUP BY 1"
 _REWARDS_SQL = ("SELECT reward FROM (SELECT reward, seq FROM trajectories ORDER BY seq DESC LIMIT ?) AS recent"
                 " WHERE reward IS NOT NULL ORDER BY seq DESC")
 _VERSIONS_SQL = ("SELECT max_policy, count(*) FROM (SELECT max_policy FROM trajectories ORDER BY seq DESC LIMIT ?)"
@@ -50,6 +53,10 @@ class OverviewSource(Protocol):
 
     def first_steps(self, mids: Sequence[int]) -> dict[int, tuple[int, float]]:
         """For each ``mid``: ``(seq, created_at)`` of the first step with ``seq >= mid`` (absent when none)."""
+        ...
+
+    def range_rows(self, select: str, ranges: Sequence[tuple[int, int]]) -> list[Row]:
+        """For each ``(lo, hi)`` in order: the row of ``SELECT {select} FROM steps WHERE seq >= lo AND seq < hi``."""
         ...
 
 
@@ -127,8 +134,11 @@ def first_seq_since(src: OverviewSource, since: float) -> int | None:
 
 
 def step_series(src: OverviewSource, since: float, now: float, bucket: float) -> dict[int, list[int | None]]:
-    """Steps per bucket. The newest ``EXACT_ROWS`` steps are counted row by row (with forks and tokens); older
-    buckets of a busy window are counted from the step sequence (an estimate that ignores deleted steps)."""
+    """Steps per bucket. The newest ``EXACT_ROWS`` steps are counted row by row (with forks and tokens), each
+    bucket between its seq edges when the buckets hold ``RANGE_MIN_STEPS`` steps on average (an aggregate over a
+    primary-key range, which reads no ``created_at``), else in one pass grouped by ``created_at`` (many small
+    buckets); older buckets of a busy window are counted from the step sequence (an estimate that ignores deleted
+    steps)."""
     bounds = seq_bounds(src)
     if bounds is None:
         return {}
@@ -142,6 +152,13 @@ def step_series(src: OverviewSource, since: float, now: float, bucket: float) ->
     for i in range(exact_from):
         if edges[i + 1] > edges[i]:
             out[first_b + i] = [edges[i + 1] - edges[i], None, None]
+    spans = [(first_b + i, edges[i], edges[i + 1]) for i in range(exact_from, len(edges) - 1) if edges[i + 1] > edges[i]]
+    if len(spans) * RANGE_MIN_STEPS <= edges[-1] - edges[exact_from]:
+        rows = src.range_rows(_SERIES_AGG, [(lo, hi) for _, lo, hi in spans]) if spans else []
+        for (b, _, _), (n, forks, tokens) in zip(spans, rows, strict=True):
+            if n:
+                out[b] = [int(n), int(forks or 0), int(tokens or 0)]
+        return out
     t0 = max(since, (first_b + exact_from) * bucket)
     for b, n, forks, tokens in src.rows(_SERIES_SQL.format(bucket=src.bucket_sql), (bucket, edges[exact_from], t0)):
         out[int(b)] = [int(n), int(forks or 0), int(tokens or 0)]

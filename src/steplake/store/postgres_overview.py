@@ -33,6 +33,11 @@ class PgOverviewSource:
         rows = self.conn.execute(_PROBE_SQL, (list(mids),)).fetchall()
         return {int(mid): (int(seq), float(at)) for mid, seq, at in rows}
 
+    def range_rows(self, select: str, ranges: Sequence[tuple[int, int]]) -> list[Row]:
+        sql = (f"SELECT s.* FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS r(lo, hi, i) CROSS JOIN LATERAL"
+               f" (SELECT {select} FROM steps WHERE seq >= r.lo AND seq < r.hi) AS s ORDER BY r.i")  # one round trip
+        return self.conn.execute(sql, ([int(lo) for lo, _ in ranges], [int(hi) for _, hi in ranges])).fetchall()
+
 
 class PgOverview:
     """Mixin of PostgresStore."""

@@ -31,6 +31,10 @@ class SqliteOverviewSource:
         rows = self.conn.execute(_PROBE_SQL, (dumps([int(m) for m in mids]).decode(),)).fetchall()
         return {int(mid): (int(seq), float(at)) for mid, seq, at in rows}
 
+    def range_rows(self, select: str, ranges: Sequence[tuple[int, int]]) -> list[Row]:
+        sql = f"SELECT {select} FROM steps WHERE seq >= ? AND seq < ?"  # in process: a statement per range is cheap
+        return [self.conn.execute(sql, (int(lo), int(hi))).fetchone() for lo, hi in ranges]
+
 
 class SqliteOverview:
     """Mixin of SqliteStore."""
