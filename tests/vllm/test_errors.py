@@ -30,7 +30,8 @@ LONG = [{"role": "user", "content": "Say hello."}]  # greedy: a long greeting, c
 def proxied(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, TcpProxy]]:
     """A gateway of its own whose upstream is vLLM behind a :class:`TcpProxy`."""
     proxy = TcpProxy(vllm.port).start()
-    gw = launch_gateway(tmp_path_factory.mktemp("proxied"), f"vllm+{proxy.url}")
+    gw = launch_gateway(tmp_path_factory.mktemp("proxied"), f"vllm+{proxy.url}",
+                        extra=("--prompt-mode", "chat"))
     try:
         yield gw, proxy
     finally:
