@@ -10,6 +10,10 @@ of the answer then drop the connection), ``[[slow]]`` (sleep 3 s), ``[[noids]]``
 ``wrong_shape`` make the next chat calls answer valid JSON of the wrong shape (``misshape``). vLLM's developer
 routes used by a policy reload (``/pause``, ``/collective_rpc``, ...) answer like vLLM's, or 404 with
 ``dev_mode = False`` (a vLLM started without ``VLLM_SERVER_DEV_MODE=1``); every call lands in ``dev_calls``.
+Native token routes: SGLang's ``POST /generate`` (``input_ids``; streamed with cumulative ``text``,
+``output_ids`` and logprobs, or incremental ids with ``sglang_incremental``) and llama.cpp's ``POST
+/completion`` (``prompt: [ids]``; streamed deltas, the last with ``stop: true`` and no ``[DONE]``); both
+answer ``gen<seed or prompt length>`` in the toy vocabulary.
 Run alone: ``python tests/gateway/fake_upstream.py --port 8123``.
 """
 
@@ -64,6 +68,7 @@ class FakeUpstream:
         self._shape: str | None = None
         self.auth: str | None = None
         self.detokenize_calls = 0
+        self.sglang_incremental = False  # streamed /generate: ids and logprobs as deltas (else cumulative)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -72,6 +77,8 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/generate", self.sglang_generate)
+        app.router.add_post("/completion", self.llamacpp_completion)
         app.router.add_post("/update_weights_from_disk", self.reload)
         app.router.add_post("/detokenize", self.detokenize)
         for route in ("/pause", "/collective_rpc", "/reset_prefix_cache", "/update_weight_version", "/resume"):
@@ -246,6 +253,12 @@ class FakeUpstream:
         await resp.write_eof()
         return resp
 
+    async def sglang_generate(self, request: web.Request) -> web.StreamResponse:
+        return await sglang_generate(self, request)
+
+    async def llamacpp_completion(self, request: web.Request) -> web.StreamResponse:
+        return await llamacpp_completion(self, request)
+
     async def completions(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         if self.record:
@@ -276,6 +289,91 @@ class FakeUpstream:
                                              "completion_tokens": sum(len(c.get("token_ids") or []) for c in choices),
                                              "total_tokens": 0}}
         return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+def _native_sample(prompt: list[int], max_new: Any, seed: Any) -> tuple[str, list[int], bool]:
+    """The toy answer of the native routes: its text, ids, and whether it stopped (else cut by the limit)."""
+    text = f"gen{seed if isinstance(seed, int) else len(prompt)}"
+    mt = max_new if isinstance(max_new, int) and max_new >= 0 else 1 << 20
+    stopped = len(text) < mt
+    text = text[:mt]
+    return text, [*text.encode(), *([EOT] if stopped else [])], stopped
+
+
+async def _sse(request: web.Request, events: list[bytes]) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for e in events:
+        await resp.write(b"data: " + e + b"\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def _sglang_generate(body: dict[str, Any]) -> tuple[list[int], str, list[int], bool]:
+    ids = body["input_ids"]
+    sp = body.get("sampling_params") or {}
+    text, out, stopped = _native_sample(ids, sp.get("max_new_tokens"), sp.get("sampling_seed"))
+    return ids, text, out, stopped
+
+
+def _sglang_meta(prompt: list[int], out: list[int], stopped: bool | None, lp: bool) -> dict[str, Any]:
+    meta: dict[str, Any] = {"id": "fake", "prompt_tokens": len(prompt), "completion_tokens": len(out),
+                            "finish_reason": None if stopped is None else (
+                                {"type": "stop", "matched": EOT} if stopped else {"type": "length", "length": len(out)})}
+    if lp:
+        meta["output_token_logprobs"] = [[logprob(j), t, None] for j, t in enumerate(out)]
+    return meta
+
+
+async def sglang_generate(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    body = orjson.loads(await request.read())
+    if fake.record:
+        fake.requests.append(body)
+    if not isinstance(body.get("input_ids"), list):
+        return web.json_response({"error": {"message": "input_ids required", "code": 400}}, status=400)
+    prompt, text, out, stopped = _sglang_generate(body)
+    lp = bool(body.get("return_logprob"))
+    if not body.get("stream"):
+        return web.json_response({"text": text, "output_ids": out, "meta_info": _sglang_meta(prompt, out, stopped, lp)})
+    events = []
+    for k in range(3, len(out) + 3, 3):
+        part = out[:k]
+        meta = _sglang_meta(prompt, part, stopped if k >= len(out) else None, lp)
+        ids = part
+        if fake.sglang_incremental:
+            ids = part[k - 3:]
+            if lp:
+                meta["output_token_logprobs"] = meta["output_token_logprobs"][k - 3:]
+        events.append(orjson.dumps({"text": bytes(t for t in part if EOT < t < 256).decode(), "output_ids": ids,
+                                    "meta_info": meta}))
+    return await _sse(request, [*events, b"[DONE]"])
+
+
+async def llamacpp_completion(fake: FakeUpstream, request: web.Request) -> web.StreamResponse:
+    body = orjson.loads(await request.read())
+    if fake.record:
+        fake.requests.append(body)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, list):
+        return web.json_response({"error": {"message": "prompt must be token ids here", "code": 400}}, status=400)
+    text, out, stopped = _native_sample(prompt, body.get("n_predict"), body.get("seed"))
+    probs = [{"id": t, "token": chr(t) if t < 256 else "", "logprob": logprob(j), "bytes": [], "top_logprobs": []}
+             for j, t in enumerate(out)] if body.get("n_probs") else None
+    last = {"content": "", "tokens": [], "stop": True, "stop_type": "eos" if stopped else "limit",
+            "stopping_word": "", "tokens_predicted": len(out), "tokens_evaluated": len(prompt), "model": "fake"}
+    if not body.get("stream"):
+        whole = {**last, "content": text, "tokens": out if body.get("return_tokens") else []}
+        if probs is not None:
+            whole["completion_probabilities"] = probs
+        return web.json_response(whole)
+    events = []
+    for k in range(0, len(out), 2):
+        ev: dict[str, Any] = {"content": bytes(t for t in out[k:k + 2] if EOT < t < 256).decode(), "stop": False,
+                              "tokens": out[k:k + 2] if body.get("return_tokens") else []}
+        if probs is not None:
+            ev["completion_probabilities"] = probs[k:k + 2]
+        events.append(orjson.dumps(ev))
+    return await _sse(request, [*events, orjson.dumps(last)])
 
 
 def misshape(obj: dict[str, Any], shape: str | None) -> None:

@@ -66,9 +66,10 @@ class UpstreamClient:
             raise UpstreamFailure(502, f"upstream {up.root} answered a JSON {type(out).__name__}, not an object")
         return out
 
-    async def open_stream(self, up: Upstream, path: str, body: Json) -> aiohttp.ClientResponse:
-        """POST a streaming request; the caller iterates ``sse_events`` and must release the response."""
-        return await self._open(up, path, body, _SSE_HEADERS, None)
+    async def open_stream(self, up: Upstream, path: str, body: Json, *, at_root: bool = False) -> aiohttp.ClientResponse:
+        """POST a streaming request (``path`` under ``/v1`` unless ``at_root``: the servers' native routes); the
+        caller iterates ``sse_events`` and must release the response."""
+        return await self._open(up, path, body, _SSE_HEADERS, None, at_root)
 
     async def _open(self, up: Upstream, path: str, body: Json, headers: dict[str, str],
                     timeout: float | None, at_root: bool = False) -> aiohttp.ClientResponse:
