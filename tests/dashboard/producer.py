@@ -51,21 +51,28 @@ def step(tid: str, index: int, prompt: list[int], resp_ids: list[int], **extra: 
     return s
 
 
+CHAT_REASON = "the request uses response_format, which the token path does not take"
+
+
 def math_steps(tid: str, *, fork: bool = True) -> list[dict[str, Any]]:
-    """Three steps: a tool call, the answer after the tool turn (clean), and a re-rendered prompt (fork)."""
+    """Three steps: a tool call, the answer after the tool turn (clean), and a re-rendered prompt (fork); the
+    first two on the token path (rendered, then bridged), the fork in chat mode with its reason."""
     call_msg = {"role": "assistant", "content": None, "tool_calls": [CALL]}
     tool_msg = {"role": "tool", "tool_call_id": "call_1", "content": "51"}
     steps = [
         step(tid, 0, P0, R0, messages=[SYSTEM, USER], response={"content": None, "tool_calls": [CALL]},
-             finish_reason="tool_calls"),
+             finish_reason="tool_calls", provenance={"prompt_mode": "tokens", "prompt_build": "render",
+                                                     "renderer": "native"}),
         step(tid, 1, P0 + R0 + TOOL, R1, messages=[SYSTEM, USER, call_msg, tool_msg],
-             response={"content": "17 * 3 = 51.", "reasoning": "The tool said 51."}),
+             response={"content": "17 * 3 = 51.", "reasoning": "The tool said 51."},
+             provenance={"prompt_mode": "tokens", "prompt_build": "bridge", "renderer": "native"}),
     ]
     if fork:
         steps.append(step(tid, 2, SYS2 + FORKTAIL, R2,
                           messages=[{"role": "system", "content": "You are a careful math agent."},
                                     {"role": "user", "content": "Now double it, please."}],
-                          response={"content": "51 * 2 = 102."}))
+                          response={"content": "51 * 2 = 102."},
+                          provenance={"prompt_mode": "chat", "prompt_mode_reason": CHAT_REASON}))
     return steps
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from .conftest import Server, shoot
-from .producer import HOSTILE, IMG, JSLINK, SCRIPT, Producer
+from .producer import CHAT_REASON, HOSTILE, IMG, JSLINK, SCRIPT, Producer
 
 pytestmark = pytest.mark.browser
 
@@ -46,6 +46,8 @@ def test_overview_counters_update_live(page: Any, dash_server: Server, producer:
         arg=before)
     expect(page.locator(".chart").first).to_be_visible()
     expect(page.locator('.hbar-row[data-stage="collected"]')).to_be_visible()
+    # the gateway's prompt mode and its steps per mode (this server: the default, chat)
+    expect(page.locator('.prompt-modes[data-prompt-mode="chat"]')).to_contain_text("prompt mode chat: 0 on token ids")
     shoot(page, "overview")
 
 
@@ -85,6 +87,13 @@ def test_inspector_shows_messages_tokens_and_fork(page: Any, dash_server: Server
     expect(page.locator(".tool-call").first).to_contain_text("calculator")
     fork = page.locator('section.step[data-continuity="fork"]')
     expect(fork.locator(".banner-fork")).to_contain_text("shares 10 of")
+    # the prompt mode of each step; the reason when it is not tokens
+    expect(fork.locator(".prompt-mode")).to_have_attribute("data-prompt-mode", "chat")
+    expect(fork.locator(".prompt-reason")).to_have_text(CHAT_REASON)
+    first = page.locator('section.step[data-continuity="first"]')
+    expect(first.locator(".prompt-mode .badge")).to_have_text("tokens · render")
+    expect(page.locator('section.step[data-continuity="clean"] .prompt-mode .badge')).to_have_text("tokens · bridge")
+    expect(page.locator(".prompt-reason")).to_have_count(1)
     shoot(page, "inspector")
     fork.locator('.tab[data-tab="tokens"]').click()
     mark = fork.locator(".fork-mark")

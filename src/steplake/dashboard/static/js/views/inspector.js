@@ -79,6 +79,20 @@ function continuityBanner(step, prev) {
   return h("div", { class: ["banner", "banner-" + c], dataset: { continuity: c } }, h("b", {}, c === "fork" ? "Fork." : "Realigned."), " ", text);
 }
 
+// How the step's prompt was built (--prompt-mode): "tokens" (rendered or bridged from the sampled ids) or
+// "chat" with the reason it did not take the token path; steps from before prompt modes show nothing.
+function promptMode(step) {
+  const prov = step.provenance || {};
+  const mode = prov.prompt_mode;
+  if (typeof mode !== "string") return null;
+  const reason = typeof prov.prompt_mode_reason === "string" ? prov.prompt_mode_reason : "";
+  const label = mode === "tokens" ? `tokens${prov.prompt_build ? " · " + prov.prompt_build : ""}` : mode;
+  const title = mode === "tokens" ? `prompt built from token ids (${prov.prompt_build || "?"}, renderer ${prov.renderer || "?"})` : `chat mode: ${reason || "no reason recorded"}`;
+  return h("span", { class: "prompt-mode", dataset: { promptMode: mode }, title },
+    badge(label, mode === "tokens" ? "good" : "warn"),
+    mode !== "tokens" && reason ? h("span", { class: "prompt-reason" }, reason) : null);
+}
+
 function conversation(step, prev) {
   const shared = sharedMessageCount(prev, step);
   const msgs = Array.isArray(step.messages) ? step.messages : [];
@@ -113,6 +127,11 @@ function details(step, onChanged) {
     finish_reason: step.finish_reason, latency_ms: step.latency_ms, policy_version: step.policy_version,
     reward: step.reward, created_at: fmtTime(step.created_at),
   };
+  const prov = step.provenance || {};
+  if (prov.prompt_mode) {
+    facts.prompt_mode = prov.prompt_mode;
+    if (prov.prompt_mode_reason) facts.prompt_mode_reason = prov.prompt_mode_reason;
+  }
   return h("div", { class: "details-grid" },
     h("div", {}, h("h3", {}, "Step"), kvTable(facts)),
     h("div", {}, h("h3", {}, "Metadata"), kvTable(step.metadata)),
@@ -150,6 +169,7 @@ function stepCard(step, prev, onChanged, openTab) {
     h("div", { class: "step-head" },
       h("span", { class: "step-index" }, "Step " + step.step_index),
       badge(step.continuity, step.continuity),
+      promptMode(step),
       h("span", { class: "facts" },
         `v${step.policy_version}`, " · ", step.latency_ms != null ? `${fmtFloat(step.latency_ms, 0)} ms` : "– ms", " · ",
         `${fmtNum(np)} prompt + ${fmtNum(nr)} response tokens`,

@@ -58,6 +58,18 @@ function captures(st) {
     gw ? h("details", { class: "small" }, h("summary", {}, "gateway"), h("pre", { class: "json" }, JSON.stringify(gw, null, 2))) : null);
 }
 
+// This server's --prompt-mode and its steps per mode (gateway stats, counted since the server started).
+function promptModes(gw) {
+  const pm = gw && gw.prompt_modes;
+  if (!pm) return null;
+  const steps = pm.steps || {};
+  const builds = pm.builds || {};
+  return h("div", { class: "muted small prompt-modes", dataset: { promptMode: pm.mode } },
+    `prompt mode ${pm.mode}: ${fmtNum(steps.tokens || 0)} on token ids (${fmtNum(builds.bridge || 0)} bridged, ` +
+    `${fmtNum(builds.render || 0)} rendered) · ${fmtNum(steps.chat || 0)} chat · ${plural(pm.fallbacks || 0, "fallback")}`,
+    pm.last_fallback ? h("span", { title: pm.last_fallback }, " (last: " + pm.last_fallback + ")") : null);
+}
+
 async function recent(container) {
   const page = await getJSON("/trajectories", { limit: 8 });
   replace(container, page.items.length ? h("table", { class: "table compact" }, h("tbody", {}, page.items.map((t) =>
@@ -93,11 +105,12 @@ export function render(root) {
           h("span", { class: "muted" }, `${fmtNum(o.rewards.n)} recent trajectories · mean ${fmtFloat(o.rewards.mean)} (dashed)`)),
         card("Funnel", hbars(funnel, o.funnel.stages[0].count),
           h("span", { class: "muted" }, `trajectories · ${fmtNum(o.funnel.abandoned)} abandoned · ${fmtNum(o.funnel.untrainable)} untrainable`)),
-        card("Continuity", stacked([
+        card("Continuity", h("div", {}, stacked([
           { label: "first", count: cont.first || 0, kind: "first" },
           { label: "clean", count: cont.clean || 0, kind: "clean" },
           { label: "realigned", count: cont.realigned || 0, kind: "realigned" },
-          { label: "fork", count: cont.fork || 0, kind: "fork" }]), h("span", { class: "muted" }, "steps")),
+          { label: "fork", count: cont.fork || 0, kind: "fork" }]), promptModes(st.gateway)),
+          h("span", { class: "muted" }, "steps")),
         card("Policy versions and staleness", policyTable(o.policy),
           h("span", { class: "muted" }, `current v${o.policy.current}`)),
         card("Captures", captures(st)),
