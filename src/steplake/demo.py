@@ -6,7 +6,9 @@ the groups use an agent written with the ``openai`` SDK, half one written with t
 agent asks the model, which must call a ``calculator`` tool; the agent runs the tool and sends the result
 back; the model answers. The agent then marks its trajectory complete; the server scores it in the
 background. A summary table, a GRPO batch preview and the dashboard/API URLs (one a line, never wrapped)
-close the run. In a terminal the server then keeps serving them until Ctrl-C; elsewhere (or with
+close the run. The server runs with ``--prompt-mode tokens`` (unless ``--prompt-mode`` is given): each later
+turn extends exactly the ids the model sampled, so it is ``clean``; the summary names the reason of every
+later step that is not. In a terminal the server then keeps serving them until Ctrl-C; elsewhere (or with
 ``--no-keep-serving``) it stops and the summary says so (``--keep-serving`` keeps it anywhere).
 """
 
@@ -124,6 +126,26 @@ def anthropic_agent(base_url: str, api_key: str, task: dict[str, Any], max_token
     return "".join(b.text for b in second.content if b.type == "text")
 
 
+def demo_prompt_mode(settings: Settings) -> str:
+    """``tokens`` (CONTRACT: the demo uses the token path) unless ``--prompt-mode`` was given."""
+    return settings.prompt_mode if "prompt_mode" in settings.model_fields_set else "tokens"
+
+
+def not_clean_reason(step: dict[str, Any]) -> str | None:
+    """Why a later step is not ``clean`` (None when it is, or when it is a first step): the prompt mode's
+    reason when it did not take the token path, else its continuity and how its prompt was built."""
+    cont = step.get("continuity")
+    if cont in ("clean", "first") or step.get("step_index", 0) == 0:
+        return None
+    prov = step.get("provenance") or {}
+    mode = prov.get("prompt_mode")
+    if mode is None:
+        return f"{cont}: no prompt mode recorded (this protocol is not on the token path)"
+    if mode != "tokens":
+        return f"{cont}: chat mode ({prov.get('prompt_mode_reason') or 'no reason recorded'})"
+    return f"{cont}: tokens, prompt {prov.get('prompt_build') or '?'}"
+
+
 def start_server(settings: Settings, workdir: Path, console: Console) -> tuple[subprocess.Popen[bytes], str]:
     cfg = workdir / "demo-config.json"
     cfg.write_text(json.dumps({"rewards": REWARDS}))
@@ -132,6 +154,10 @@ def start_server(settings: Settings, workdir: Path, console: Console) -> tuple[s
            "--host", settings.host, "--config", str(cfg), "--idle-timeout", str(settings.idle_timeout)]
     for u in settings.upstream:
         cmd += ["--upstream", u]
+    cmd += ["--prompt-mode", demo_prompt_mode(settings)]
+    for flag, value in (("--renderer", settings.renderer), ("--tokenizer", settings.tokenizer)):
+        if value:
+            cmd += [flag, value]
     if settings.model_gguf:
         cmd += ["--model-gguf", settings.model_gguf]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -205,6 +231,11 @@ class DemoSummary:
     committed: int = 0
     failed: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
+    prompt_mode: str = "tokens"
+    later: int = 0  # steps after a trajectory's first
+    later_clean: int = 0
+    on_ids: int = 0  # steps whose prompt the gateway built from token ids
+    not_clean: dict[str, int] = field(default_factory=dict)  # later steps that are not clean, per reason
 
 
 def collect_summary(url: str, db: str, log: str, results: list[dict[str, Any]]) -> DemoSummary:
@@ -226,6 +257,14 @@ def collect_summary(url: str, db: str, log: str, results: list[dict[str, Any]]) 
         steps = [s for t in trajs for s in t["steps"]]
         rewards = [t["reward"] for t in trajs if t["reward"] is not None]
         cont = [s["continuity"] for s in steps]
+        later = [s for s in steps if s["step_index"] > 0]
+        out.later += len(later)
+        out.later_clean += sum(1 for s in later if s["continuity"] == "clean")
+        for s in later:
+            reason = not_clean_reason(s)
+            if reason is not None:
+                out.not_clean[f"{sdk} {reason}"] = out.not_clean.get(f"{sdk} {reason}", 0) + 1
+        out.on_ids += sum(1 for s in steps if (s.get("provenance") or {}).get("prompt_mode") == "tokens")
         out.sdk_rows.append((sdk, str(len(trajs)), str(len(steps)),
                              f"{sum(len(s['prompt_ids']) + len(s['response_ids']) for s in steps):,}",
                              f"{sum(rewards) / len(rewards):.2f}" if rewards else "-", str(cont.count("clean")),
@@ -255,6 +294,10 @@ def print_summary(console: Console, summary: DemoSummary, *, keep_serving: bool)
     for row in summary.sdk_rows:
         table.add_row(*row)
     console.print(table)
+    _line(console, f"prompt mode {summary.prompt_mode}: {summary.on_ids} steps on token ids; later steps clean "
+                   f"{summary.later_clean}/{summary.later}, not clean {sum(summary.not_clean.values()) or 'none'}")
+    for reason, n in summary.not_clean.items():
+        _line(console, f"  {n} x {reason}")
     bt = Table(title="GRPO batch preview (dry run)")
     for col in ("task", "rewards", "advantages"):
         bt.add_column(col)
@@ -293,6 +336,7 @@ def run_demo(settings: Settings, *, keep_serving: bool | None = None, tasks: int
     try:
         results = run_rollouts(url, make_tasks(tasks), rollouts, max_tokens, console)
         summary = collect_summary(url, settings.db, str(workdir / "server.log"), results)
+        summary.prompt_mode = demo_prompt_mode(settings)
         print_summary(console, summary, keep_serving=keep_serving)
         if keep_serving:
             proc.wait()
@@ -307,4 +351,5 @@ def run_demo(settings: Settings, *, keep_serving: bool | None = None, tasks: int
                 proc.kill()
 
 
-__all__ = ["run_demo", "calculator", "make_tasks", "DemoSummary", "collect_summary", "print_summary"]
+__all__ = ["run_demo", "calculator", "make_tasks", "DemoSummary", "collect_summary", "print_summary",
+           "demo_prompt_mode", "not_clean_reason"]

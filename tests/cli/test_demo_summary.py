@@ -8,7 +8,8 @@ import io
 import pytest
 from rich.console import Console
 
-from steplake.demo import DemoSummary, print_summary
+from steplake.config import build_settings
+from steplake.demo import DemoSummary, demo_prompt_mode, not_clean_reason, print_summary
 
 
 def render(summary: DemoSummary, keep_serving: bool, width: int = 80) -> list[str]:
@@ -24,7 +25,8 @@ def summary(url: str) -> DemoSummary:
         sdk_rows=[("openai", "8", "16", "5,120", "0.50", "8", "0", "0", "0"),
                   ("anthropic", "8", "16", "5,300", "0.25", "7", "1", "0", "0")],
         batch_rows=[("What is 37*3?", "1 0 1 0", "+0.87 -0.87 +0.87 -0.87")],
-        committed=32, excluded={"zero_variance": 1})
+        committed=32, excluded={"zero_variance": 1}, later=16, later_clean=15, on_ids=32,
+        not_clean={"anthropic realigned: tokens, prompt bridge": 1})
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:54321",
@@ -52,3 +54,26 @@ def test_markup_like_text_is_printed_as_is() -> None:
     s.excluded = {"[bold]x[/]": 2}
     text = "\n".join(render(s, keep_serving=True))
     assert "http://[::1]:8000/docs" in text and "[bold]x[/] 2" in text
+
+
+def test_the_demo_runs_on_token_ids_unless_told_otherwise() -> None:
+    assert demo_prompt_mode(build_settings({}, environ={})) == "tokens"
+    assert demo_prompt_mode(build_settings({"prompt_mode": "chat"}, environ={})) == "chat"
+    assert demo_prompt_mode(build_settings({}, environ={"STEPLAKE_PROMPT_MODE": "auto"})) == "auto"
+
+
+def test_each_later_step_that_is_not_clean_names_its_reason() -> None:
+    def step(index: int, continuity: str, **prov: str) -> dict[str, object]:
+        return {"step_index": index, "continuity": continuity, "provenance": prov}
+    assert not_clean_reason(step(0, "first", prompt_mode="tokens")) is None
+    assert not_clean_reason(step(1, "clean", prompt_mode="tokens", prompt_build="bridge")) is None
+    assert not_clean_reason(step(1, "fork", prompt_mode="chat", prompt_mode_reason="--prompt-mode chat")) == \
+        "fork: chat mode (--prompt-mode chat)"
+    assert not_clean_reason(step(1, "fork", prompt_mode="tokens", prompt_build="render")) == "fork: tokens, prompt render"
+    assert "no prompt mode recorded" in (not_clean_reason(step(2, "realigned")) or "")
+    s = summary("http://127.0.0.1:8000")
+    text = "\n".join(render(s, keep_serving=False))
+    assert "prompt mode tokens: 32 steps on token ids; later steps clean 15/16, not clean 1" in text
+    assert "  1 x anthropic realigned: tokens, prompt bridge" in text
+    s.not_clean, s.later_clean = {}, 16
+    assert "later steps clean 16/16, not clean none" in "\n".join(render(s, keep_serving=False))
