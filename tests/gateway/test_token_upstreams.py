@@ -42,7 +42,7 @@ async def streamed(fake_up: FakeUpstreamThread, kind: str, **kw: Any) -> list[di
     try:
         resp = await open_completion_stream(client, up, cb)
         try:
-            return [orjson.loads(p) async for p in completion_events(resp, up, cb)]
+            return [orjson.loads(p) async for p in completion_events(resp, up, PROMPT, "m")]
         finally:
             resp.release()
     finally:

@@ -227,16 +227,16 @@ def _llamacpp_delta(data: Json, prompt: list[int], first: bool) -> Json:
     return ch
 
 
-async def completion_events(resp: aiohttp.ClientResponse, up: Upstream, cb: Json) -> AsyncIterator[bytes]:
-    """The payloads of a streamed token answer as ``/v1/completions`` chunks (the last one carries usage)."""
+async def completion_events(resp: aiohttp.ClientResponse, up: Upstream, prompt: list[int],
+                            model: str | None = None) -> AsyncIterator[bytes]:
+    """The payloads of a streamed token answer (to the prompt ids ``prompt``) as ``/v1/completions`` chunks
+    (the last one carries usage); ``model`` names the model in them (native answers may not)."""
     kind = up.effective_kind
     if kind not in NATIVE_KINDS:
         async for payload in sse_events(resp):
             yield payload
         return
-    prompt: list[int] = cb["prompt"]
     states: dict[int, _Delta] = {}
-    model = cb.get("model")
     async for raw in sse_events(resp):  # llama.cpp sends no [DONE]: its last chunk says stop: true
         data = _payload(raw)
         first = 0 not in states
