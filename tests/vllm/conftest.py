@@ -119,8 +119,9 @@ def vllm(vllm_install: VllmInstall, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="package")
 def gateway(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """``steplake serve --upstream vllm+<the package's vLLM>`` with a pool of its own."""
-    gw = launch_gateway(tmp_path_factory.mktemp("gateway"), f"vllm+{vllm.base_url}")
+    """``steplake serve --upstream vllm+<the package's vLLM> --prompt-mode chat`` with a pool of its own (the
+    token path has its own gateway: test_token_path.py)."""
+    gw = launch_gateway(tmp_path_factory.mktemp("gateway"), f"vllm+{vllm.base_url}", ["--prompt-mode", "chat"])
     try:
         yield gw
     finally:

@@ -1,4 +1,6 @@
-"""Anthropic-compatible ``/v1/messages``: translated to chat for the upstream, answered in Anthropic form."""
+"""Anthropic-compatible ``/v1/messages``: translated to chat for the upstream, answered in Anthropic form.
+With ``--prompt-mode tokens|auto`` the translated chat request takes the token path like an OpenAI chat call
+(``prompts.py``, ``token_chat.py``), answered through the Anthropic wire (``token_wire.py``)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from .http import read_json, upstream_error_body
 from .openai import SSE_HEADERS, _chunk, upstream_body
 from .policy import GatedStreamingResponse
 from .shape import check_answer
-from .tokens import AnswerAcc, ChoiceAcc
+from .token_wire import AnthropicWire
+from .tokens import AnswerAcc, ChoiceAcc, Wants
 from .validate import check_anthropic
 
 if TYPE_CHECKING:
@@ -61,6 +64,13 @@ class AnthropicHandlers:
         if chat.get("chat_template_kwargs"):
             sampling["chat_template_kwargs"] = chat["chat_template_kwargs"]
         ctx = CallContext("anthropic.messages", att, chat["messages"], chat.get("tools"), sampling, stream)
+        try:
+            plan = await gw.prompts.plan(ctx, chat)  # --prompt-mode: the token path (gateway/prompts.py)
+        except BaseException:
+            gw.index.release(att.claimed_hash)
+            raise
+        if plan is not None:
+            return await gw.token_chat.answer(ctx, chat, plan, Wants.of(chat), AnthropicWire(body, plan.prompt_ids))
         try:
             if stream:
                 async def open_stream(up: Upstream) -> aiohttp.ClientResponse:

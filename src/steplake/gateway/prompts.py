@@ -1,5 +1,5 @@
-"""Prompt modes (``--prompt-mode chat|tokens|auto``): whether an OpenAI chat call takes the token path, and
-the prompt ids it sends there.
+"""Prompt modes (``--prompt-mode chat|tokens|auto``): whether a chat call (OpenAI chat, or Anthropic messages
+translated to chat) takes the token path, and the prompt ids it sends there.
 
 ``chat`` forwards the messages and the upstream renders them (as before). ``tokens`` takes the token path for
 every call it can; ``auto`` only where the upstream's kind is known (declared or detected) to take token
@@ -32,6 +32,7 @@ from ..types import Json
 from ..upstreams.base import Upstream
 from .attribution import exchange_hash
 from .capture import CallContext
+from .forced import forced_call
 
 if TYPE_CHECKING:
     from .core import Gateway
@@ -61,6 +62,7 @@ class TokenPlan:
     prompt_ids: list[int]
     build: str  # bridge | render
     named_tool: bool
+    constraint: Json | None = None  # vLLM's structured_outputs forcing a tool call (gateway/forced.py)
 
 
 def _tools_key(tools: Any) -> bytes:
@@ -136,14 +138,21 @@ class PromptModes:
         if up is None:
             self.chat(ctx, why or "no upstream")
             return None
-        named = isinstance(body.get("tool_choice"), dict) or body.get("tool_choice") == "required"
-        if named and up.effective_kind != "steplake":
-            self.chat(ctx, f"a forced tool call on the token path of a {up.effective_kind} upstream is not built yet")
-            return None
         resolved = await self.renderer(up)
         if resolved.renderer is None:
             self.chat(ctx, resolved.reason or "no renderer")
             return None
+        constraint: Json | None = None
+        if isinstance(body.get("tool_choice"), dict) or body.get("tool_choice") == "required":
+            if up.effective_kind == "vllm":
+                constraint, why = forced_call(resolved.renderer, body.get("tools"), body["tool_choice"])
+                if constraint is None:
+                    self.chat(ctx, f"a forced tool call cannot be constrained on the token path: {why}")
+                    return None
+            elif up.effective_kind != "steplake":
+                self.chat(ctx, f"a forced tool call on the token path of a {up.effective_kind} upstream is not "
+                               "built yet")
+                return None
         self.steps["tokens"] += 1
         try:
             ids, build = await self._prompt(ctx, resolved.renderer, msgs, body.get("tools"))
@@ -155,7 +164,7 @@ class PromptModes:
             return None
         self.builds[build] += 1
         ctx.prompt = {"prompt_mode": "tokens", "prompt_build": build, "renderer": resolved.renderer.name}
-        return TokenPlan(resolved.renderer, ids, build, isinstance(body.get("tool_choice"), dict))
+        return TokenPlan(resolved.renderer, ids, build, isinstance(body.get("tool_choice"), dict), constraint)
 
     async def renderer(self, up: Upstream) -> Resolved:
         key = up.model_id or ""

@@ -80,6 +80,10 @@ class TemplateRenderer:
             raise RenderError("the tokenizer has no chat template")
         self.convention = convention or ("native" if "tool" in template else "hermes")
         self.name = name or f"generic-{self.convention}"
+        # the text around a call's JSON body, for forcing a call (gateway/forced.py); unknown for templates
+        # that write calls themselves
+        hermes = self.convention == "hermes"
+        self.call_syntax: tuple[str, str] | None = ("<tool_call>", "</tool_call>") if hermes else None
         eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
         unk = getattr(tokenizer, "unk_token_id", None)
         eos = getattr(tokenizer, "eos_token_id", None)
