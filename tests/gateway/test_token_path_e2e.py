@@ -1,5 +1,5 @@
-"""Acceptance of the token path (``--prompt-mode tokens``) on the embedded model: the OpenAI SDK, a forced
-tool call → the tool's result → the answer → a user turn, whole and streamed. Every later step is ``clean``
+"""Acceptance of the token path (``--prompt-mode tokens``) on the embedded model: the OpenAI and Anthropic
+SDKs, a forced tool call → the tool's result → the answer → a user turn, whole and streamed. Every later step is ``clean``
 with ``provenance.prompt_mode == "tokens"``, and its prompt ids are exactly the previous step's prompt +
 response + the renderer's bridge; an agent that edits its history gets a full render (a ``fork``), never a
 splice. Slow: uses the embedded model (shared with test_model_e2e.py)."""
@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -21,7 +22,7 @@ from steplake.app import create_app
 from steplake.config import Settings
 from steplake.render.generic import TemplateRenderer
 from tests.conftest import free_port
-from tests.gateway.test_model_e2e import CALC, model_url, steps_of  # noqa: F401  (model_url: a fixture)
+from tests.gateway.test_model_e2e import CALC, CALC_ANTHROPIC, model_url, steps_of  # noqa: F401  (a fixture)
 from tests.procs import wait_until_up
 from tests.render.test_bridge import smollm2_tokenizer
 
@@ -134,3 +135,42 @@ def test_an_edited_history_is_a_full_render_and_a_fork(token_server: str) -> Non
     assert b["provenance"]["prompt_mode"] == "tokens" and b["provenance"]["prompt_build"] == "render"
     assert b["continuity"] == "fork"
     assert b["prompt_ids"][: len(a["prompt_ids"]) + len(a["response_ids"])] != a["prompt_ids"] + a["response_ids"]
+
+
+def ask_anthropic(client: anthropic.Anthropic, msgs: list[Any], stream: bool, **kw: Any) -> Any:
+    args = {"model": "m", "system": SYSTEM["content"], "messages": msgs, "tools": [CALC_ANTHROPIC],
+            "extra_body": {"temperature": 0}, **kw}
+    if not stream:
+        return client.messages.create(**args)
+    with client.messages.stream(**args) as s:
+        return s.get_final_message()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_anthropic_forced_call_result_answer_and_user_turn_extend_the_sampled_sequence(
+        token_server: str, renderer: TemplateRenderer, stream: bool) -> None:
+    tid = "tok-an-" + uuid.uuid4().hex[:8]
+    client = anthropic.Anthropic(base_url=f"{token_server}/t/{tid}", api_key="x", max_retries=0)
+    msgs: list[Any] = [{"role": "user", "content": "What is 17 * 23?"}]
+    first = ask_anthropic(client, msgs, stream, tool_choice={"type": "tool", "name": "calculator"}, max_tokens=48)
+    [use] = [b for b in first.content if b.type == "tool_use"]
+    assert first.stop_reason == "tool_use" and use.name == "calculator" and use.id.startswith("toolu_")
+    msgs += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "391"}]}]
+    second = ask_anthropic(client, msgs, stream, max_tokens=24)
+    msgs += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in second.content]},
+             {"role": "user", "content": "Thanks! And 2 + 2?"}]
+    ask_anthropic(client, msgs, stream, max_tokens=16)
+    steps = steps_of(token_server, tid, 3)
+    assert len(steps) == 3
+    for k, s in enumerate(steps):
+        prov = s["provenance"]
+        assert prov["prompt_mode"] == "tokens" and prov["warnings"] == [] and prov["stream"] is stream, prov
+        assert s["continuity"] == ("first" if k == 0 else "clean")
+        if k:
+            prev = steps[k - 1]
+            new = s["messages"][len(prev["messages"]) + 1:]
+            bridge = renderer.bridge(prev["prompt_ids"], prev["response_ids"], new, [CALC])
+            assert s["prompt_ids"] == prev["prompt_ids"] + prev["response_ids"] + bridge
+    assert steps[0]["response"]["tool_calls"][0]["id"] == use.id
+    assert steps[1]["messages"][-1] == {"role": "tool", "tool_call_id": use.id, "content": "391"}
