@@ -33,12 +33,13 @@ from ..upstreams.base import Upstream
 from .attribution import exchange_hash
 from .capture import CallContext
 from .forced import forced_call
+from .token_upstreams import NATIVE_KINDS
 
 if TYPE_CHECKING:
     from .core import Gateway
 
 log = logging.getLogger("steplake.gateway.prompts")
-TOKEN_KINDS = ("vllm", "steplake")
+TOKEN_KINDS = ("vllm", "steplake", *NATIVE_KINDS)  # native: gateway/token_upstreams.py
 CACHE_SIZE = 4096
 # chat fields the token path cannot honour yet: such calls stay in chat mode (with the reason)
 CHAT_ONLY = ("response_format", "continue_final_message", "add_generation_prompt", "chat_template",

@@ -26,11 +26,11 @@ from ..errors import CaptureFailedError
 from ..render.base import Parsed
 from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure
-from ..upstreams.openai_compat import sse_events
 from .capture import CallContext
 from .policy import GatedStreamingResponse
 from .prompts import TokenPlan
 from .shape import check_answer
+from .token_upstreams import completion_events, open_completion_stream, post_completion
 from .token_wire import OpenAIWire, Wire
 from .tokens import AnswerAcc, ChoiceAcc, Wants
 from .validate import check_choice_ids
@@ -131,13 +131,13 @@ class TokenChat:
             check_choice_ids(ctx.att.trajectory_id, body.get("n"))
             if ctx.stream:
                 async def open_stream(up: Upstream) -> aiohttp.ClientResponse:
-                    return await gw.client.open_stream(up, "/completions", completion_body(body, plan, up, True))
+                    return await open_completion_stream(gw.client, up, completion_body(body, plan, up, True))
                 up, resp, ticket = await gw.open_upstream(ctx, ctx.att.trajectory_id, open_stream)
                 gen = self._relay(ctx, plan, up, resp, wants, wire)
                 return GatedStreamingResponse(gen, ticket, media_type="text/event-stream", headers=SSE_HEADERS)
 
             async def post(up: Upstream) -> Json:
-                data = await gw.client.post_json(up, "/completions", completion_body(body, plan, up, False))
+                data = await post_completion(gw.client, up, completion_body(body, plan, up, False))
                 return check_answer(data)
             up, data = await gw.call_upstream(ctx, ctx.att.trajectory_id, post)
         except BaseException:
@@ -178,7 +178,7 @@ class TokenChat:
                                "model": raw.model, "choices": [ch]})
         chats: list[ChoiceAcc] = []
         try:
-            async for payload in sse_events(resp):
+            async for payload in completion_events(resp, up, plan.prompt_ids, up.model_id):
                 data = _completion_chunk(payload)
                 raw.add(data, "text")
                 for ch in data.get("choices") or []:
