@@ -1,6 +1,7 @@
 """Gateway benchmark: direct upstream vs steplake gateway (capture + durable SQLite on) vs LiteLLM's proxy.
 
     python bench/gateway.py [--duration 5] [--clients 1,8,32] [--no-litellm] [--fast-path] [--profile]
+                            [--prompt-modes chat,tokens] [--token-tokenizer smollm2|tiny] [--tokens-only]
     python bench/gateway.py --upstream-url http://127.0.0.1:8000 [--calls 60]   # a real server: gateway_real.py
 
 Everything runs on this machine: a fast fake vLLM-shaped upstream that returns token ids
@@ -12,7 +13,12 @@ Each client sends sequential non-streamed chat completions for ``--duration`` se
 the upstream's; for steplake it also checks that every stored step has exactly those ids.
 Targets (DESIGN §3): added p50 ≤ 1 ms and p99 ≤ 5 ms at 1 client; ≥ 50 % of direct requests/s at 32.
 ``--fast-path`` adds a target "steplake-fp": the same app with ``GatewayFastPath`` innermost (proxied calls
-skip the app's router). ``--profile`` runs the gateway under cProfile for the 32-client run and prints the top functions.
+skip the app's router). ``--profile`` runs the gateway under cProfile for the 32-client run and prints the top functions (and the
+tokens-mode gateway of the token workload).
+``--prompt-modes`` (default ``chat,tokens``; ``none`` skips it) then runs the token workload of
+bench/gateway_tokens.py: an agent loop with a ~2k-token history and ~200-token tool results through one gateway
+per prompt mode, p50/p99 per mode, the renderer's render and bridge cost per call, and a check that every
+later tokens-mode step is ``clean`` with ``prompt_mode == "tokens"``; ``--tokens-only`` runs only that.
 """
 
 from __future__ import annotations
@@ -200,7 +206,7 @@ async def bench(args: argparse.Namespace) -> None:
                                 f"vllm+http://127.0.0.1:{up_port}"], log=tmp / "fast-path.log"))
             assert await wait_http(f"http://127.0.0.1:{fp_port}/readyz", 60), "fast-path gateway did not start"
             targets["steplake-fp"] = f"http://127.0.0.1:{fp_port}/v1"
-        if not args.no_litellm:
+        if not args.no_litellm and not args.tokens_only:
             exe = ensure_litellm()
             if exe is not None:
                 procs.append(spawn([str(exe), "--model", "openai/fake-model", "--api_base",
@@ -212,21 +218,30 @@ async def bench(args: argparse.Namespace) -> None:
                     print(f"LiteLLM proxy did not start; see {tmp / 'litellm.log'}")
         results: dict[tuple[str, int], dict[str, float]] = {}
         ids: dict[str, str] = {}
-        for name, base in targets.items():
+        for name, base in ({} if args.tokens_only else targets).items():
             good, expected = await check_ids(base)
             ids[name] = f"{good}/{len(expected)}"
             for c in args.clients:
                 results[(name, c)] = await run_load(base, c, args.duration)
                 print(f"  {name:9s} {c:3d} clients: {results[(name, c)]['rps']:8.0f} req/s", flush=True)
-        report(results, ids, targets, args.clients)
-        print(stored_report(tmp / "bench.db"))
+        if not args.tokens_only:
+            report(results, ids, targets, args.clients)
+            print(stored_report(tmp / "bench.db"))
+        if args.prompt_modes:
+            from gateway_tokens import bench_tokens  # bench/ is on sys.path when run as a script
+
+            procs += await bench_tokens(args.prompt_modes, f"vllm+http://127.0.0.1:{up_port}", tmp,
+                                        args.token_tokenizer, args.token_episodes, spawn, wait_http, free_port,
+                                        args.profile)
     finally:
         for p in reversed(procs):
             stop(p)
-        if args.profile and (tmp / "gw.prof").exists():
-            import pstats
+        for prof in ("gw.prof", "gw-tokens.prof"):
+            if args.profile and (tmp / prof).exists():
+                import pstats
 
-            pstats.Stats(str(tmp / "gw.prof")).sort_stats("cumulative").print_stats(35)
+                print(f"-- {prof}")
+                pstats.Stats(str(tmp / prof)).sort_stats("cumulative").print_stats(35)
         print(f"(logs in {tmp})")
 
 
@@ -280,8 +295,15 @@ def main() -> None:
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
     ap.add_argument("--fast-path", action="store_true", help="also measure the app with GatewayFastPath")
     ap.add_argument("--profile", action="store_true", help="run the gateway under cProfile")
+    ap.add_argument("--prompt-modes", default="chat,tokens",
+                    help="the token workload's gateways, one per prompt mode (chat,tokens,auto); none: skip it")
+    ap.add_argument("--token-tokenizer", choices=("smollm2", "tiny"), default="smollm2",
+                    help="the gateways' --tokenizer for the token workload")
+    ap.add_argument("--token-episodes", type=int, default=20, help="measured trajectories per prompt mode")
+    ap.add_argument("--tokens-only", action="store_true", help="run only the token workload")
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    args.prompt_modes = [m for m in args.prompt_modes.split(",") if m and m != "none"]
     asyncio.run(bench(args))
 
 

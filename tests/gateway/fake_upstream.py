@@ -13,7 +13,8 @@ routes used by a policy reload (``/pause``, ``/collective_rpc``, ...) answer lik
 Native token routes: SGLang's ``POST /generate`` (``input_ids``; streamed with cumulative ``text``,
 ``output_ids`` and logprobs, or incremental ids with ``sglang_incremental``) and llama.cpp's ``POST
 /completion`` (``prompt: [ids]``; streamed deltas, the last with ``stop: true`` and no ``[DONE]``); both
-answer ``gen<seed or prompt length>`` in the toy vocabulary.
+answer ``gen<seed or prompt length>`` in the toy vocabulary. ``/v1/completions`` answers ``done<i>``, or the
+call a forced-call constraint (``structured_outputs``) allows.
 Run alone: ``python tests/gateway/fake_upstream.py --port 8123``.
 """
 
@@ -272,7 +273,7 @@ class FakeUpstream:
         mt = body.get("max_tokens") or 16
         choices = []
         for i in range(n):
-            text = f"done{i}"[:mt]
+            text = (forced_text(body) or f"done{i}")[:mt]
             tids = [*text.encode(), *([EOT] if len(text) < mt else [])]
             ch: dict[str, Any] = {"index": i, "text": text, "finish_reason": "stop" if len(text) < mt else "length",
                                   "logprobs": None, "stop_reason": None}
@@ -289,6 +290,17 @@ class FakeUpstream:
                                              "completion_tokens": sum(len(c.get("token_ids") or []) for c in choices),
                                              "total_tokens": 0}}
         return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+
+def forced_text(body: dict[str, Any]) -> str | None:
+    """A forced call on ``/v1/completions`` (vLLM's ``structured_outputs.structural_tag``, gateway/forced.py):
+    the call its first tag allows, with the chat route's forced arguments; None when nothing is forced."""
+    tag = (body.get("structured_outputs") or {}).get("structural_tag")
+    if not isinstance(tag, str):
+        return None
+    fmt = orjson.loads(tag)["format"]
+    head, _, tail = (fmt["elements"][0] if fmt.get("type") == "or" else fmt)["elements"]
+    return f'{head["value"]}{{"expression": "37*3"}}{tail["value"]}'
 
 
 def _native_sample(prompt: list[int], max_new: Any, seed: Any) -> tuple[str, list[int], bool]:

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from ..errors import BadRequestError, RenderError
 from ..types import Json
 from .base import Parsed
@@ -93,6 +95,7 @@ class TemplateRenderer:
         self.eot_id: int = chosen
         self.eot_text: str = str(tokenizer.convert_ids_to_tokens(self.eot_id))
         self.stop_ids = frozenset(i for i in (self.eot_id, eos) if isinstance(i, int))
+        self._bases: dict[bytes, str] = {}  # the stand-in's text per tools (a template render less per bridge)
 
     # text --------------------------------------------------------------------------------------------
     def template_messages(self, messages: Sequence[Json], tools: Sequence[Json] | None) -> list[Json]:
@@ -121,7 +124,7 @@ class TemplateRenderer:
             raise RenderError("nothing to bridge: no new messages")
         if any(m.get("role") == "assistant" for m in new_messages):
             raise RenderError("the new messages hold an assistant turn the model did not sample")
-        base = self.text(STAND_IN, tools, False)
+        base = self.stand_in(tools)
         full = self.text([*STAND_IN, *new_messages], tools, True)
         if not full.startswith(base):
             raise RenderError(f"chat template {self.name} is not prefix-stable: adding messages rewrites the "
@@ -130,6 +133,16 @@ class TemplateRenderer:
         if cut < 0 or "A" not in base[:cut]:
             raise RenderError(f"chat template {self.name} writes no {self.eot_text!r} after an assistant turn")
         return base[cut + len(self.eot_text):] + full[len(base):]
+
+    def stand_in(self, tools: Sequence[Json] | None) -> str:
+        """The stand-in conversation's text without a generation prompt, rendered once per tools list."""
+        key = orjson.dumps(tools or [])
+        got = self._bases.get(key)
+        if got is None:
+            if len(self._bases) >= 64:
+                self._bases.clear()
+            got = self._bases[key] = self.text(STAND_IN, tools, False)
+        return got
 
     def bridge(self, prev_prompt_ids: Sequence[int], prev_response_ids: Sequence[int],
                new_messages: Sequence[Json], tools: Sequence[Json] | None) -> list[int]:
