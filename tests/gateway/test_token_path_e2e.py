@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from steplake.app import create_app
+from steplake.batches import tensorize
 from steplake.config import Settings
 from steplake.render.generic import TemplateRenderer
 from tests.conftest import free_port
@@ -86,7 +87,9 @@ def history(msg: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_forced_call_result_answer_and_user_turn_extend_the_sampled_sequence(
         token_server: str, renderer: TemplateRenderer, stream: bool) -> None:
-    tid = "tok-" + uuid.uuid4().hex[:8]
+    tid, channel = "tok-" + uuid.uuid4().hex[:8], "layout-" + uuid.uuid4().hex[:8]
+    opened = httpx.post(f"{token_server}/api/v1/trajectories", json={"trajectory_id": tid, "channel": channel})
+    assert opened.status_code in (200, 201), opened.text
     client = openai.OpenAI(base_url=f"{token_server}/t/{tid}/v1", api_key="x", max_retries=0)
     msgs: list[Any] = [SYSTEM, {"role": "user", "content": "What is 17 * 23?"}]
     first = ask(client, msgs, stream, tool_choice=FORCED, max_tokens=48)
@@ -120,6 +123,34 @@ def test_forced_call_result_answer_and_user_turn_extend_the_sampled_sequence(
     stats = httpx.get(f"{token_server}/api/v1/stats").json()
     modes = json.dumps(stats)
     assert '"prompt_modes"' in modes
+    assert_one_trajectory_row(token_server, tid, channel, steps)
+
+
+def assert_one_trajectory_row(server: str, tid: str, channel: str, steps: list[dict[str, Any]]) -> None:
+    """``layout: "trajectory"``: the clean token-path trajectory is one row whose loss mask covers the sampled
+    tokens only (not the tool result, the user turn or the template's glue between turns)."""
+    assert httpx.post(f"{server}/api/v1/trajectories/{tid}/complete", json={"reward": 1.0}).status_code == 200
+    r = httpx.post(f"{server}/api/v1/batches", json={"channel": channel, "groups": 1, "recipe": "grpo",
+                                                      "layout": "trajectory", "dry_run": True}, timeout=30)
+    assert r.status_code == 200, r.text
+    batch = r.json()
+    assert [t["trajectory_id"] for g in batch["groups"] for t in g["trajectories"]] == [tid], batch["summary"]
+    out = tensorize(batch, layout="trajectory", pad_token_id=0)
+    assert len(out["responses"]) == 1  # one row for the whole trajectory
+    want_ids: list[int] = []
+    want_mask: list[int] = []
+    for k, s in enumerate(steps):
+        if k:
+            prev = steps[k - 1]
+            glue = s["prompt_ids"][len(prev["prompt_ids"]) + len(prev["response_ids"]):]
+            want_ids += glue
+            want_mask += [0] * len(glue)
+        want_ids += s["response_ids"]
+        want_mask += [1] * len(s["response_ids"])
+    assert out["prompts"][0].tolist()[-len(steps[0]["prompt_ids"]):] == steps[0]["prompt_ids"]
+    n = len(want_ids)
+    assert out["responses"][0].tolist()[:n] == want_ids
+    assert out["response_mask"][0].tolist()[:n] == want_mask and sum(out["response_mask"][0].tolist()) == sum(want_mask)
 
 
 def test_an_edited_history_is_a_full_render_and_a_fork(token_server: str) -> None:
