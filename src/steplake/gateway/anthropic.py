@@ -28,9 +28,9 @@ from .anthropic_wire import (
 from .attribution import from_request
 from .capture import CallContext, sampling_of
 from .http import read_json, upstream_error_body
-from .openai import SSE_HEADERS, _chunk, upstream_body
+from .openai import SSE_HEADERS, upstream_body
 from .policy import GatedStreamingResponse
-from .shape import check_answer
+from .shape import check_answer, stream_chunk
 from .token_wire import AnthropicWire
 from .tokens import AnswerAcc, ChoiceAcc, Wants
 from .validate import check_anthropic
@@ -103,7 +103,7 @@ class AnthropicHandlers:
         done = False
         try:
             async for payload in sse_events(resp):
-                chunk = _chunk(payload)
+                chunk = stream_chunk(payload)
                 ans.add(chunk, "delta")
                 for ev in tr.chunk(chunk):
                     yield ev

@@ -19,7 +19,7 @@ from .attribution import from_request
 from .capture import CallContext, sampling_of
 from .http import read_json, upstream_error_body
 from .policy import GatedStreamingResponse
-from .shape import check_answer
+from .shape import check_answer, stream_chunk
 from .tokens import AnswerAcc, Wants, strip_answer
 from .validate import check_chat, check_choice_ids, check_completion
 
@@ -139,7 +139,7 @@ class OpenAIHandlers:
         held: list[bytes] | None = [] if gw.settings.capture_sync else None  # final chunks wait for the commit
         try:
             async for payload in sse_events(resp):
-                chunk = _chunk(payload)
+                chunk = stream_chunk(payload)
                 ans.add(chunk, kind)
                 out = strip_answer(chunk, wants, True)
                 if out is not None:
@@ -173,20 +173,6 @@ class OpenAIHandlers:
         else:
             gw.spawn(gw.capturer.capture(ctx, up, ans, hashes))
         yield b"data: [DONE]\n\n"
-
-
-def _chunk(payload: bytes) -> Json:
-    try:
-        chunk = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure(502, "upstream sent an invalid stream chunk") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamFailure(502, "upstream sent an invalid stream chunk")
-    err = chunk.get("error")
-    if err is not None and not chunk.get("choices"):
-        msg = err.get("message") if isinstance(err, dict) else str(err)
-        raise UpstreamFailure(502, f"upstream failed mid-stream: {msg}", body=None)
-    return check_answer(chunk)
 
 
 def _finishes(chunk: Json) -> bool:

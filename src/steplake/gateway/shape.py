@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from ..records import MAX_JSON_DEPTH, json_problem
 from ..types import Json
 from ..upstreams.base import UpstreamFailure
@@ -112,4 +114,24 @@ def check_answer(data: Json) -> Json:
     return data
 
 
-__all__ = ["check_answer"]
+def stream_payload(payload: bytes) -> Json:
+    """One streamed chunk's JSON object: undecodable, not an object, or an error event without choices → 502."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure(502, "upstream sent an invalid stream chunk") from None
+    if not isinstance(data, dict):
+        raise UpstreamFailure(502, "upstream sent an invalid stream chunk")
+    err = data.get("error")
+    if err is not None and not data.get("choices"):
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamFailure(502, f"upstream failed mid-stream: {msg}", body=None)
+    return data
+
+
+def stream_chunk(payload: bytes) -> Json:
+    """A streamed chat/completions chunk, checked like a whole answer (:func:`check_answer`)."""
+    return check_answer(stream_payload(payload))
+
+
+__all__ = ["check_answer", "stream_payload", "stream_chunk"]

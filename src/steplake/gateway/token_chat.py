@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -29,7 +29,7 @@ from ..upstreams.base import Upstream, UpstreamFailure
 from .capture import CallContext
 from .policy import GatedStreamingResponse
 from .prompts import TokenPlan
-from .shape import check_answer
+from .shape import check_answer, stream_chunk
 from .token_upstreams import completion_events, open_completion_stream, post_completion
 from .token_wire import OpenAIWire, Wire
 from .tokens import AnswerAcc, ChoiceAcc, Wants
@@ -179,7 +179,7 @@ class TokenChat:
         chats: list[ChoiceAcc] = []
         try:
             async for payload in completion_events(resp, up, plan.prompt_ids, up.model_id):
-                data = _completion_chunk(payload)
+                data = stream_chunk(payload)
                 raw.add(data, "text")
                 for ch in data.get("choices") or []:
                     idx = ch.get("index", 0) if isinstance(ch.get("index", 0), int) else 0
@@ -262,20 +262,6 @@ def _safe_content(text: str) -> str:
         cut = next((len(text) - k for k in range(min(len(OPEN_CALL) - 1, len(text)), 0, -1)
                     if text.endswith(OPEN_CALL[:k])), len(text))
     return text[:cut].rstrip()
-
-
-def _completion_chunk(payload: bytes) -> Json:
-    try:
-        data: Any = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure(502, "upstream sent an invalid stream chunk") from None
-    if not isinstance(data, dict):
-        raise UpstreamFailure(502, "upstream sent an invalid stream chunk")
-    err = data.get("error")
-    if err is not None and not data.get("choices"):
-        msg = err.get("message") if isinstance(err, dict) else str(err)
-        raise UpstreamFailure(502, f"upstream failed mid-stream: {msg}", body=None)
-    return check_answer(data)
 
 
 __all__ = ["TokenChat", "completion_body", "chat_choice"]

@@ -35,6 +35,7 @@ import orjson
 from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure
 from ..upstreams.openai_compat import UpstreamClient, sse_events
+from .shape import stream_payload
 
 NATIVE_KINDS = ("sglang", "llamacpp")
 ROUTES = {"sglang": "/generate", "llamacpp": "/completion"}
@@ -178,20 +179,6 @@ def _chunk(model: Any, choice: Json | None, usage: Json | None = None) -> bytes:
     return orjson.dumps(out)
 
 
-def _payload(raw: bytes) -> Json:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamFailure(502, "upstream sent an invalid stream chunk") from None
-    if not isinstance(data, dict):
-        raise UpstreamFailure(502, "upstream sent an invalid stream chunk")
-    err = data.get("error")
-    if err is not None:
-        msg = err.get("message") if isinstance(err, dict) else str(err)
-        raise UpstreamFailure(502, f"upstream failed mid-stream: {msg}")
-    return data
-
-
 def _sglang_delta(data: Json, st: _Delta, prompt: list[int], first: bool) -> Json:
     meta = _meta(data)
     total = meta.get("completion_tokens")
@@ -238,7 +225,7 @@ async def completion_events(resp: aiohttp.ClientResponse, up: Upstream, prompt: 
         return
     states: dict[int, _Delta] = {}
     async for raw in sse_events(resp):  # llama.cpp sends no [DONE]: its last chunk says stop: true
-        data = _payload(raw)
+        data = stream_payload(raw)
         first = 0 not in states
         st = states.setdefault(0, _Delta())
         if kind == "sglang":
