@@ -112,11 +112,7 @@ class AnthropicHandlers:
             up.errors += 1
             yield event("error", upstream_error_body("anthropic", e))
         finally:
-            if not done:
-                resp.close()
-                gw.index.release(ctx.att.claimed_hash)
-            else:
-                resp.release()
+            gw.end_stream(ctx, resp, done)
         if not done:
             return
         if not tr.started:

@@ -124,6 +124,16 @@ class Gateway:
         why not (``--tokenizer`` still loading, or its load failed)."""
         return {"tokenizer": self.tokenizer.problem()} if self.tokenizer is not None else {}
 
+    def end_stream(self, ctx: CallContext, resp: Any, done: bool) -> None:
+        """A relayed upstream stream is over: its connection goes back to the pool when the answer was whole;
+        otherwise it is closed and the call's exchange claim released (the agent's retry continues its
+        trajectory)."""
+        if done:
+            resp.release()
+            return
+        resp.close()
+        self.index.release(ctx.att.claimed_hash)
+
     def stats(self) -> Json:
         return {"upstreams": [u.as_dict() for u in self.upstreams.upstreams],
                 "capture": self.capturer.stats(), "exchange_index": len(self.index),

@@ -153,11 +153,7 @@ class OpenAIHandlers:
             up.errors += 1
             yield stream_error_event(e)
         finally:
-            if not done:
-                resp.close()
-                gw.index.release(ctx.att.claimed_hash)
-            else:
-                resp.release()
+            gw.end_stream(ctx, resp, done)
         if not done:
             return
         _prompt_from_request(ans, body)

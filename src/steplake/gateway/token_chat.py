@@ -205,11 +205,7 @@ class TokenChat:
             up.errors += 1
             yield wire.upstream_error(e)
         finally:
-            if not done:
-                resp.close()
-                gw.index.release(ctx.att.claimed_hash)
-            else:
-                resp.release()
+            gw.end_stream(ctx, resp, done)
         if not done:
             return
         chats.sort(key=lambda c: c.index)
