@@ -87,7 +87,8 @@ async def test_overview_aggregates(client: httpx.AsyncClient) -> None:
     stages = {s["name"]: s["count"] for s in o["funnel"]["stages"]}
     assert stages["collected"] == 4 and stages["complete"] == 3 and stages["rewarded"] == 3
     assert stages["ready"] == 3 and stages["consumed"] == 0
-    assert o["policy"]["versions"] == [{"version": 0, "trajectories": 3, "staleness": 0}]
+    assert o["policy"]["versions"] == [{"version": 0, "trajectories": 3, "staleness": 0, "reward": {
+        "n": 3, "mean": pytest.approx(0.5), "std": pytest.approx((1 / 6) ** 0.5), "se": pytest.approx((1 / 12) ** 0.5)}}]
     assert o["channels"] == ["train"]
     bad = await client.get("/api/v1/dashboard/overview", params={"window": 86400, "bucket": 1})
     assert bad.status_code == 422

@@ -46,6 +46,8 @@ def test_overview_counters_update_live(page: Any, dash_server: Server, producer:
         arg=before)
     expect(page.locator(".chart").first).to_be_visible()
     expect(page.locator('.hbar-row[data-stage="collected"]')).to_be_visible()
+    # reward by policy version: a point per version with rewarded trajectories (all of this pool's are v0)
+    expect(page.locator('.reward-point[data-version="0"] title')).to_contain_text("v0: mean")
     # the gateway's prompt mode and its steps per mode (this server: the default, chat)
     expect(page.locator('.prompt-modes[data-prompt-mode="chat"]')).to_contain_text("prompt mode chat: 0 on token ids")
     shoot(page, "overview")

@@ -368,8 +368,12 @@ def test_overview_is_the_same_json_on_every_backend(tmp_path: Any, monkeypatch: 
                           "consumed": 2}
         assert (exact["funnel"]["abandoned"], exact["funnel"]["untrainable"]) == (1, 1)
         assert exact["rewards"]["n"] == 4 and exact["rewards"]["mean"] == pytest.approx(0.4375)
-        assert exact["policy"]["versions"] == [{"version": 1, "trajectories": 4, "staleness": 0},
-                                               {"version": 0, "trajectories": 2, "staleness": 1}]
+        versions = exact["policy"]["versions"]
+        assert [{k: v[k] for k in ("version", "trajectories", "staleness")} for v in versions] == [
+            {"version": 1, "trajectories": 4, "staleness": 0}, {"version": 0, "trajectories": 2, "staleness": 1}]
+        by_version = [v["reward"] for v in versions]  # reward by policy version: the rewarded trajectories
+        assert sum(rw["n"] for rw in by_version) == 4
+        assert sum(rw["mean"] * rw["n"] for rw in by_version if rw["n"]) / 4 == pytest.approx(0.4375)
         assert exact["channels"] == ["eval", "train"]
         assert sum(p["steps"] for p in empty["series"]["points"]) == 0 and empty["funnel"] == exact["funnel"]
     first = next(iter(answers.values()))

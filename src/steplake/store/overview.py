@@ -36,8 +36,9 @@ _SERIES_AGG = "count(*), sum(CASE WHEN continuity = 'fork' THEN 1 ELSE 0 END), s
 _SERIES_SQL = f"SELECT {{bucket}} AS b, {_SERIES_AGG} FROM steps WHERE seq >= ? AND created_at >= ? GROUP BY 1"
 _REWARDS_SQL = ("SELECT reward FROM (SELECT reward, seq FROM trajectories ORDER BY seq DESC LIMIT ?) AS recent"
                 " WHERE reward IS NOT NULL ORDER BY seq DESC")
-_VERSIONS_SQL = ("SELECT max_policy, count(*) FROM (SELECT max_policy FROM trajectories ORDER BY seq DESC LIMIT ?)"
-                 " AS recent WHERE max_policy IS NOT NULL GROUP BY max_policy")
+_VERSIONS_SQL = ("SELECT max_policy, count(*), count(reward), sum(reward), sum(reward * reward) FROM (SELECT max_policy,"
+                 " reward FROM trajectories ORDER BY seq DESC LIMIT ?) AS recent WHERE max_policy IS NOT NULL"
+                 " GROUP BY max_policy")
 _FUNNEL_NAMES = ", ".join(f"'{PREFIX}{name}'" for name in [n for n, _ in FUNNEL] + [n for n, _, _ in GROUP_FUNNEL])
 _FUNNEL_SQL = f"SELECT name, value FROM counters WHERE name IN ({_FUNNEL_NAMES})"  # kept by triggers (funnel_sql.py)
 
@@ -64,7 +65,8 @@ def compute_overview(src: OverviewSource, policy_version: int, window: float, bu
     """Everything the overview charts show, except the live counters of ``/api/v1/stats``."""
     since = now - window
     rewards = [float(r) for (r,) in src.rows(_REWARDS_SQL, (SAMPLE,))]
-    versions = {int(v): int(n) for v, n in src.rows(_VERSIONS_SQL, (SAMPLE,))}
+    versions = {int(v): (int(n), int(k), float(r or 0.0), float(r2 or 0.0))
+                for v, n, k, r, r2 in src.rows(_VERSIONS_SQL, (SAMPLE,))}
     return {
         "generated_at": now, "sampled": False,
         "series": fill_series(step_series(src, since, now, bucket), since, now, bucket),
@@ -216,11 +218,23 @@ def reward_histogram(rewards: list[float], bins: int = BINS) -> Json:
             "bins": [{"lo": lo + i * width, "hi": lo + (i + 1) * width, "count": c} for i, c in enumerate(counts)]}
 
 
-def policy_summary(versions: dict[int, int], current: int) -> Json:
-    rows = sorted(((int(v), int(n)) for v, n in versions.items() if v is not None), reverse=True)
+def reward_stats(n: int, total: float, squares: float) -> Json:
+    """Mean, standard deviation (population) and standard error of ``n`` rewards from their sum and sum of squares."""
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "se": None}
+    mean = total / n
+    std = math.sqrt(max(0.0, squares / n - mean * mean))
+    return {"n": n, "mean": mean, "std": std, "se": std / math.sqrt(n - 1) if n > 1 else None}
+
+
+def policy_summary(versions: dict[int, tuple[int, int, float, float]], current: int) -> Json:
+    """Per policy version (the newest version among a trajectory's steps) of the recent ``SAMPLE`` trajectories:
+    how many, how stale, and their reward (mean ± std, standard error) — the reward curve of a training loop."""
+    rows = sorted(versions.items(), reverse=True)
     return {"current": current, "sample": SAMPLE,
-            "versions": [{"version": v, "trajectories": n, "staleness": current - v} for v, n in rows]}
+            "versions": [{"version": v, "trajectories": n, "staleness": current - v, "reward": reward_stats(k, r, r2)}
+                         for v, (n, k, r, r2) in rows]}
 
 
 __all__ = ["OverviewSource", "compute_overview", "first_seq_since", "reward_histogram", "policy_summary",
-           "SAMPLE", "EXACT_ROWS"]
+           "reward_stats", "SAMPLE", "EXACT_ROWS"]

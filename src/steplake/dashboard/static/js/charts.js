@@ -95,3 +95,33 @@ export function stacked(parts) {
       h("span", { class: ["swatch", "k-" + p.kind] }), p.label + " ", h("b", {}, fmtNum(p.count)),
       h("span", { class: "muted" }, total ? ` (${(100 * p.count / total).toFixed(1)}%)` : "")))));
 }
+
+// versions: [{version, reward: {n, mean, std, se}}] → mean reward per policy version (oldest left), a dot per
+// version with a ±std bar; versions without a reward are left out. The reward curve of a training loop.
+export function rewardByVersion(versions) {
+  const pts = versions.filter((v) => v.reward && v.reward.n > 0).sort((a, b) => a.version - b.version);
+  if (!pts.length) return h("div", { class: "empty" }, "No rewarded trajectories yet.");
+  const plotW = W - PAD.l - PAD.r;
+  const plotH = H - PAD.t - PAD.b;
+  let lo = Math.min(...pts.map((p) => p.reward.mean - p.reward.std));
+  let hi = Math.max(...pts.map((p) => p.reward.mean + p.reward.std));
+  if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+  const y = (v) => PAD.t + plotH - ((v - lo) / (hi - lo)) * plotH;
+  const step = plotW / pts.length;
+  const x = (i) => PAD.l + step * i + step / 2;
+  const ticks = [0, 0.5, 1].map((f) => {
+    const v = lo + f * (hi - lo);
+    return [s("line", { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), class: "grid" }),
+      s("text", { x: PAD.l - 6, y: y(v), "text-anchor": "end", "dominant-baseline": "middle", class: "tick" }, fmtFloat(v, 2))];
+  }).flat();
+  const line = s("polyline", { class: "reward-line", points: pts.map((p, i) => `${x(i)},${y(p.reward.mean)}`).join(" ") });
+  const marks = pts.map((p, i) => s("g", { class: "reward-point", dataset: { version: p.version } },
+    s("line", { x1: x(i), x2: x(i), y1: y(p.reward.mean - p.reward.std), y2: y(p.reward.mean + p.reward.std), class: "reward-err" }),
+    s("circle", { cx: x(i), cy: y(p.reward.mean), r: 3.5, class: "reward-dot" }),
+    s("title", {}, `v${p.version}: mean ${fmtFloat(p.reward.mean, 3)} ± ${fmtFloat(p.reward.std, 3)} (${plural(p.reward.n, "trajectory", "trajectories")})`)));
+  const every = Math.max(1, Math.ceil(pts.length / 10));
+  const labels = pts.map((p, i) => (i % every === 0
+    ? s("text", { x: x(i), y: H - 6, "text-anchor": "middle", class: "tick" }, "v" + p.version) : null)).filter(Boolean);
+  return s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "reward by policy version" },
+    ...ticks, line, ...marks, ...labels);
+}

@@ -4,7 +4,7 @@ const SAFE_ATTRS = new Set(["type", "name", "placeholder", "title", "min", "max"
   "role", "rows", "cols", "list", "autocomplete", "tabindex", "colspan", "aria-label", "spellcheck",
   "download", "target", "rel", "width", "height", "viewBox", "x", "y", "x1", "x2", "y1", "y2", "rx",
   "d", "fill", "stroke", "stroke-width", "text-anchor", "dominant-baseline", "transform", "points",
-  "opacity", "class", "value"]);
+  "opacity", "class", "value", "cx", "cy", "r"]);
 
 export function safeHref(url) {
   // Only same-origin paths and in-app hash routes; never javascript:, data:, //host, ...

@@ -2,7 +2,7 @@
 import { getJSON } from "../api.js";
 import { h, replace, fmtNum, fmtFloat, fmtAgo, shortId, badge, plural } from "../dom.js";
 import { subscribe } from "../live.js";
-import { timeSeries, histogram, hbars, stacked } from "../charts.js";
+import { timeSeries, histogram, hbars, stacked, rewardByVersion } from "../charts.js";
 
 function tile(label, value, sub, kind) {
   return h("div", { class: ["tile", kind ? "tile-" + kind : null], dataset: { counter: label } },
@@ -38,11 +38,13 @@ function policyTable(policy) {
   if (!policy.versions.length) return h("div", { class: "empty" }, "No steps yet.");
   const max = Math.max(...policy.versions.map((v) => v.trajectories));
   return h("table", { class: "table compact" },
-    h("thead", {}, h("tr", {}, h("th", {}, "version"), h("th", {}, "staleness"), h("th", {}, "trajectories"), h("th", {}, ""))),
+    h("thead", {}, h("tr", {}, h("th", {}, "version"), h("th", {}, "staleness"), h("th", {}, "trajectories"),
+      h("th", {}, "reward"), h("th", {}, ""))),
     h("tbody", {}, policy.versions.slice(0, 8).map((v) => h("tr", {},
       h("td", { class: "mono" }, "v" + v.version),
       h("td", {}, v.staleness === 0 ? badge("current", "good") : badge(v.staleness + " behind", v.staleness > 2 ? "bad" : "warn")),
       h("td", { class: "num" }, fmtNum(v.trajectories)),
+      h("td", { class: "num" }, v.reward && v.reward.n ? `${fmtFloat(v.reward.mean)} ± ${fmtFloat(v.reward.std)}` : "–"),
       h("td", { class: "bar-cell" }, h("span", { class: "mini-bar", style: { width: (100 * v.trajectories / max) + "%" } }))))));
 }
 
@@ -113,6 +115,8 @@ export function render(root) {
           h("span", { class: "muted" }, "steps")),
         card("Policy versions and staleness", policyTable(o.policy),
           h("span", { class: "muted" }, `current v${o.policy.current}`)),
+        card("Reward by policy version", rewardByVersion(o.policy.versions),
+          h("span", { class: "muted" }, `mean ± std per version · last ${fmtNum(o.policy.sample)} trajectories`)),
         card("Captures", captures(st)),
       ),
       card("Recent trajectories", recentBox, h("a", { href: "#/trajectories" }, "all →")));
