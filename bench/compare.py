@@ -30,6 +30,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
 NUM = re.compile(r"-?\d[\d,]*\.?\d*")
+LABELLED = re.compile(r"\b(p50|p95|max) (-?\d[\d,]*\.?\d*)")  # "p50 2.9 ms, p95 3.1 ms" / "p50 40 ms, max 90 ms"
 BATCH_FIELDS = ("select", "answer", "recipe_ms", "json", "padded/numpy", "padded/torch", "packed/numpy",
                 "packed/torch", "parquet")
 
@@ -48,10 +49,10 @@ def higher_is_better(measure: str, unit: str) -> bool:
 def pool_figures(rows: list[list[str]]) -> dict[str, tuple[float, bool]]:
     out: dict[str, tuple[float, bool]] = {}
     for measure, result, _target, _verdict in rows:
-        if "p50" in result and "p95" in result:
-            p50, p95 = (float(x.replace(",", "")) for x in NUM.findall(result)[:2])
-            out[f"{measure.strip()} p50 ms"] = (p50, False)
-            out[f"{measure.strip()} p95 ms"] = (p95, False)
+        labelled = LABELLED.findall(result)
+        if labelled:  # one figure per label; the label's own digits (p50) are never a figure
+            for label, value in labelled:
+                out[f"{measure.strip()} {label} ms"] = (float(value.replace(",", "")), False)
             continue
         nums = NUM.findall(result)
         if nums:
