@@ -92,6 +92,14 @@ class NotFoundError(SteplakeError):
     code = "not_found"
 
 
+class ResponseNotFoundError(NotFoundError):
+    """An OpenAI Responses id (``resp_...``) naming no retrievable response: unknown, or ``store: false``
+    (404 with OpenAI's ``invalid_request_error`` type)."""
+
+    type = "invalid_request_error"
+    code = "response_not_found"
+
+
 class ConflictError(SteplakeError):
     status = 409
     type = "conflict_error"
@@ -227,7 +235,7 @@ ANTHROPIC_TYPES = {
 __all__ = [
     "SteplakeError", "BadRequestError", "ValidationError", "PayloadTooLargeError", "RequestTimeoutError",
     "UnsupportedMediaTypeError", "MisdirectedRequestError", "AuthenticationError",
-    "PermissionDeniedError", "NotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
+    "PermissionDeniedError", "NotFoundError", "ResponseNotFoundError", "ConflictError", "RateLimitError", "UpstreamError",
     "UpstreamTimeoutError", "UpstreamFailure", "JudgeError", "ServiceUnavailableError",
     "StoreError", "StoreUnavailableError", "StorageFullError", "CaptureFailedError", "PolicyReloadError",
     "FilterError", "ConfigError", "ANTHROPIC_TYPES",

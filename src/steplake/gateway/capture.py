@@ -53,6 +53,8 @@ class CallContext:
     indexed: bool = False  # the exchange hashes are in the attribution index
     prompt: Json = field(default_factory=dict)  # prompt_mode and why (gateway/prompts.py), into provenance
     warnings: list[str] = field(default_factory=list)  # flagged before the capture (a token path fallback)
+    step_ids: list[str] = field(default_factory=list)  # ids chosen before the answer (Responses: resp_ + id)
+    provenance: Json = field(default_factory=dict)  # protocol-specific provenance (the Responses request)
 
     def plan(self, n_choices: int) -> None:
         """Trajectory per choice: choice 0 keeps the call's trajectory, choice i gets ``{tid}-{i}``."""
@@ -174,7 +176,7 @@ class Capturer:
         token_source: TokenSource = ("upstream" if all(v == "upstream" for v in sources.values())
                                      else "tokenizer" if all(sources.values()) else "text")
         return Step(
-            step_id="st_" + new_hex(), trajectory_id=ctx.trajectory_ids[i], group_id=ctx.group_id,
+            step_id=ctx.step_ids[i] if i < len(ctx.step_ids) else "st_" + new_hex(), trajectory_id=ctx.trajectory_ids[i], group_id=ctx.group_id,
             channel=ctx.att.channel, prompt_ids=prompt or [], response_ids=resp or [],
             response_logprobs=logprobs if resp else None, token_source=token_source, messages=ctx.messages,
             tools=ctx.tools, response=StepResponse(**ch.response()), finish_reason=ch.finish_reason, model=ans.model,
@@ -199,6 +201,7 @@ class Capturer:
             "ids_source": sources, "warnings": warnings,
         }
         prov.update(ctx.prompt)
+        prov.update(ctx.provenance)
         if ctx.prompt_text is not None:
             prov["prompt"] = ctx.prompt_text
         return prov

@@ -257,9 +257,11 @@ class Gateway:
     def routes(self) -> list[Route]:
         from .anthropic import AnthropicHandlers
         from .openai import OpenAIHandlers
+        from .responses import ResponsesHandlers, responses_endpoint
         from .whitebox import WhiteboxHandlers
 
         oa, an, wb = OpenAIHandlers(self), AnthropicHandlers(self), WhiteboxHandlers(self)
+        rs = ResponsesHandlers(self)
         out: list[Route] = []
         for prefix in ("", "/t/{trajectory_id}", "/t/{trajectory_id}/g/{group_id}"):
             out += [
@@ -267,6 +269,8 @@ class Gateway:
                 Route(prefix + "/v1/completions", self.wrap("openai", oa.completions), methods=["POST"]),
                 Route(prefix + "/v1/models", self.wrap("openai", oa.models), methods=["GET"]),
                 Route(prefix + "/v1/messages", self.wrap("anthropic", an.messages), methods=["POST"]),
+                Route(prefix + "/v1/responses", responses_endpoint(rs.create), methods=["POST"]),
+                Route(prefix + "/v1/responses/{response_id}", responses_endpoint(rs.retrieve), methods=["GET"]),
             ]
         out.append(Route("/api/v1/generate", self.wrap("openai", wb.generate), methods=["POST"]))
         return out
