@@ -187,3 +187,34 @@ async def test_path_attribution_and_upstream_error(harness: Harness) -> None:
     assert step["trajectory_id"] == "resp-1"
     r = await harness.client.post("/v1/responses", json={"model": "m", "input": "[[429]]"})
     assert r.status_code == 429 and set(r.json()["error"]) >= {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_openai_agents_runner_with_a_function_tool(harness: Harness, streamed: bool) -> None:
+    """The OpenAI Agents SDK (Responses model, tracing off: no network) runs an agent with one function tool
+    through the gateway: a forced call, the tool's output, the final answer — one trajectory, two steps."""
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    seen: list[str] = []
+
+    @function_tool
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression."""
+        seen.append(expression)
+        return "111"
+    model = OpenAIResponsesModel("m", sdk(harness))
+    agent = Agent(name="calc", instructions="use tools", tools=[calculator], model=model,
+                  model_settings=ModelSettings(tool_choice="calculator"))
+    if streamed:
+        run = Runner.run_streamed(agent, "What is 37*3?")
+        async for _ in run.stream_events():
+            pass
+        final = run.final_output
+    else:
+        final = (await Runner.run(agent, "What is 37*3?")).final_output
+    assert seen == ["37*3"] and final == "echo: 111"
+    steps = sorted(await harness.steps(), key=lambda s: s["step_index"])
+    assert len(steps) == 2 and steps[0]["trajectory_id"] == steps[1]["trajectory_id"]
+    assert steps[1]["continuity"] == "clean" and steps[1]["messages"][-1]["content"] == "111"
+    assert steps[1]["messages"][-1]["tool_call_id"] == steps[0]["response"]["tool_calls"][0]["id"]
