@@ -72,11 +72,12 @@ class OpenAIWire:
 
 
 class AnthropicWire:
-    """One choice (Anthropic has no ``n``); ``body`` is the agent's ``/v1/messages`` request."""
+    """One choice (Anthropic has no ``n``); ``body`` is the agent's ``/v1/messages`` request; ``prompt_ids``
+    (the token path) give ``message_start`` its input tokens when the chunks do not carry them."""
 
     call_prefix = "toolu_"
 
-    def __init__(self, body: Json, prompt_ids: list[int]) -> None:
+    def __init__(self, body: Json, prompt_ids: list[int] | None = None) -> None:
         self.body = body
         self.prompt_ids = prompt_ids
         self.tr = StreamTranslator(body)
@@ -91,7 +92,7 @@ class AnthropicWire:
         return assistant_blocks_to_chat(blocks)
 
     def chunk(self, chunk: Json) -> list[bytes]:
-        if not self.tr.started:
+        if not self.tr.started and self.prompt_ids is not None:
             chunk = {**chunk, "prompt_token_ids": self.prompt_ids}  # message_start's input_tokens
         return self.tr.chunk(chunk)
 
