@@ -11,6 +11,7 @@ from typing import Any
 from steplake.pool.lifecycle import prune
 from steplake.records import BatchIn, CurationIn, RewardIn, Step
 from steplake.store.funnel_sql import GROUP_COUNTS, full_count_sql
+from steplake.store.schema import MIGRATIONS, SCHEMA_FUNNEL
 
 P = list(range(100, 120))
 NAMES = ["collected", "complete", "abandoned", "rewarded", "curated", "untrainable"]
@@ -105,6 +106,15 @@ def test_funnel_counters_follow_every_write(store: Any) -> None:
     _same(store, collected=4, complete=2, rewarded=1, curated=1)
     assert sum(prune(store, {"*": 0.0}, now=time.time() + 5000).values()) == 3  # all but the open g2
     _same(store, collected=1, complete=0, abandoned=0, rewarded=0, curated=0)
+    # rows written whole (as a copy between pools does): the full triggers count every state of the row
+    _exec(store, "INSERT INTO trajectories(trajectory_id, group_id, channel, status, reward, quality, trainable,"
+                 " created_at, updated_at) VALUES ('raw', 'raw', 'train', 'complete', 1.0, 'good', 0, 1, 1)")
+    _same(store, collected=2, complete=1, rewarded=1, curated=1, untrainable=1)
+    _exec(store, "INSERT INTO trajectories(trajectory_id, group_id, channel, created_at, updated_at)"
+              " VALUES ('plain', 'plain', 'train', 1, 1)")
+    _same(store, collected=3, complete=1)
+    _exec(store, "DELETE FROM trajectories WHERE trajectory_id IN ('raw', 'plain')")
+    _same(store, collected=1, complete=0, rewarded=0, curated=0, untrainable=0)
 
 
 def test_group_counters_follow_every_write(store: Any) -> None:
@@ -161,12 +171,11 @@ def test_old_pool_gets_its_funnel_counted_by_the_migration(store: Any) -> None:
     if hasattr(store, "path"):  # back to the schema before the funnel counters
         raw = sqlite3.connect(store.path)
         with raw:
-            for name in ("funnel_insert", "funnel_delete", "funnel_update", "funnel_groups_insert",
-                         "funnel_groups_delete", "funnel_groups_update"):
+            triggers = raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'funnel%'")
+            for (name,) in triggers.fetchall():
                 raw.execute(f"DROP TRIGGER {name}")
             raw.execute("DELETE FROM counters WHERE name LIKE 'funnel%'")
-            version = int(raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
-            raw.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version - 2),))
+            raw.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(MIGRATIONS.index(SCHEMA_FUNNEL)),))
         raw.close()
     else:
         import psycopg

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from .funnel_sql import GROUP_COUNTS, sqlite_counters_migration, sqlite_funnel_migration
+from .funnel_sql import (
+                         GROUP_COUNTS,
+                         TRAJECTORY_COUNTS,
+                         sqlite_counters_migration,
+                         sqlite_funnel_migration,
+                         sqlite_lean_migration,
+)
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -226,9 +232,11 @@ CREATE TABLE IF NOT EXISTS reward_claims (
 SCHEMA_FUNNEL = sqlite_funnel_migration()
 # the funnel's group stages (complete trajectories of ready/leased/consumed groups) as counters kept by triggers too
 SCHEMA_FUNNEL_GROUPS = sqlite_counters_migration(GROUP_COUNTS)
+# the INSERT and DELETE counter triggers split so a plain new trajectory (or group) costs one UPDATE at most
+SCHEMA_LEAN_COUNTERS = sqlite_lean_migration(TRAJECTORY_COUNTS, GROUP_COUNTS)
 
 MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_AUDIT, SCHEMA_REWARD_CLAIMS, SCHEMA_FUNNEL,
-                         SCHEMA_FUNNEL_GROUPS]
+                         SCHEMA_FUNNEL_GROUPS, SCHEMA_LEAN_COUNTERS]
 TEXT_INDEX_VERSION = 3  # a database migrated from below this version gets its steps' text indexed
 SCHEMA_VERSION = len(MIGRATIONS)
 
