@@ -1,8 +1,9 @@
 """The gateway: OpenAI- and Anthropic-compatible proxy that records every LLM call as a Step.
 
 Endpoints (also under ``/t/{trajectory_id}/...`` and ``/t/{trajectory_id}/g/{group_id}/...``):
-``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``POST /v1/messages``, and the
-white-box ``POST /api/v1/generate``. The agent receives what the upstream answered, in its own protocol;
+``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``POST /v1/messages``,
+``POST /v1/responses`` and ``GET /v1/responses/{id}`` (``responses.py``), and the white-box
+``POST /api/v1/generate``. The agent receives what the upstream answered, in its own protocol;
 fields the gateway asked for only to record exact tokens (``prompt_token_ids``, ``token_ids``,
 ``logprobs``, the usage chunk of a stream) are removed unless the agent asked for them itself.
 
