@@ -11,7 +11,7 @@ import pytest
 from steplake.gateway import Gateway
 from tests.gateway.conftest import Harness, build_app
 from tests.gateway.fake_upstream import FakeUpstreamThread, render
-from tests.gateway.responses_check import RESPONSE, check_stream, stream_raw, strict
+from tests.gateway.responses_check import EVENTS, RESPONSE, check_stream, stream_raw, strict
 
 CALC = {"type": "function", "name": "calculator", "description": "math", "strict": False,
         "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}
@@ -218,3 +218,14 @@ async def test_openai_agents_runner_with_a_function_tool(harness: Harness, strea
     assert len(steps) == 2 and steps[0]["trajectory_id"] == steps[1]["trajectory_id"]
     assert steps[1]["continuity"] == "clean" and steps[1]["messages"][-1]["content"] == "111"
     assert steps[1]["messages"][-1]["tool_call_id"] == steps[0]["response"]["tool_calls"][0]["id"]
+
+
+async def test_stream_cut_by_the_upstream_ends_with_an_error_event(harness: Harness) -> None:
+    events = await stream_raw(harness.client, "/v1/responses", {"model": "m", "input": "[[kill]] a long answer"})
+    assert events[-1]["type"] == "error" and "response.completed" not in [e["type"] for e in events]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for e in events:
+        strict(EVENTS, e)
+    assert await harness.steps() == []
+    r = await harness.client.post("/v1/responses", json={"model": "m", "input": "x", "metadata": {"a\u0000": "b"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"

@@ -279,3 +279,14 @@ def test_keys_api_and_client_create_session_keys(keyed_server: Server) -> None:
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "binding_scope"
     bad = keyed_server.api("POST", "/api/v1/keys", json={"scope": "agent", "binding": {"group_id": "g"}})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_binding"
+
+
+def test_responses_with_a_session_key_land_in_its_trajectory(open_server: Server) -> None:
+    t = open_server.mint()
+    client = oai(open_server, t["api_key"])
+    r1 = client.responses.create(model="m", input="hello responses")
+    r2 = client.responses.create(model="m", input=[{"role": "user", "content": "fresh start"}])
+    steps = open_server.steps(t["trajectory_id"])
+    assert [s["step_id"] for s in steps] == [r1.id[5:], r2.id[5:]]
+    assert {s["provenance"]["attribution"] for s in steps} == {"key"}
+    assert {s["provenance"]["protocol"] for s in steps} == {"openai.responses"}

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import BadRequestError
 from ..types import Json
+from .validate import check_metadata
 
 HANDLED = {"model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
            "parallel_tool_calls", "metadata", "previous_response_id", "store", "stream", "text"}
@@ -226,6 +227,11 @@ def check_request(body: Json) -> None:
     prev = body.get("previous_response_id")
     if prev is not None and not isinstance(prev, str):
         raise bad("'previous_response_id' must be a string", "previous_response_id")
+    text = body.get("text")
+    if any("\x00" in k for k in [*body, *(text if isinstance(text, dict) else [])]):
+        raise bad("field names must not contain a NUL character (\\u0000)")
+    if body.get("metadata") is not None:
+        check_metadata(body["metadata"], "'metadata'")
 
 
 def request_to_chat(body: Json, history: list[Json]) -> Json:
