@@ -26,6 +26,7 @@ import click
 from . import __version__
 from .config import Settings, build_settings
 from .errors import ConfigError, SteplakeError
+from .training.cli import run_train_demo_cmd, train_demo_options
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 F = Callable[..., Any]
@@ -231,12 +232,18 @@ def serve(**opts: Any) -> None:
 @click.option("--keep-serving/--no-keep-serving", default=None,
               help="Leave the server (and dashboard) running afterwards until Ctrl-C [default: keep serving "
                    "when run in a terminal, stop otherwise].")
+@train_demo_options
 @settings_options
 def demo(tasks: int, rollouts: int, max_tokens: int, keep_serving: bool | None, **opts: Any) -> None:
     """Run the end-to-end demo (agents, rewards, a GRPO batch) against the embedded model.
 
-    Its database is a temporary file unless --db names one (created if missing)."""
+    Its database is a temporary file unless --db names one (created if missing). With --train: the closed
+    training loop (agents → pool → GRPO → new policy served → better agents) and its reward curve."""
+    loop = {k: opts.pop(k) for k in ("train_loop", "minutes", "versions", "lr", "seed", "eval_groups")}
     settings = settings_from(opts)
+    if loop["train_loop"]:
+        run_train_demo_cmd(settings, tasks, rollouts, max_tokens, loop)
+        return
     try:
         from .demo import run_demo
     except ImportError as e:
@@ -624,6 +631,16 @@ def _attach_model_group() -> None:
 
 
 _attach_model_group()
+
+
+def _attach_train() -> None:
+    """``steplake train``: the reference GRPO trainer (training/cli.py; torch needed only when it runs)."""
+    from .training.cli import train
+
+    cli.add_command(train, "train")
+
+
+_attach_train()
 
 
 def main(argv: list[str] | None = None) -> None:

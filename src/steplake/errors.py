@@ -212,6 +212,13 @@ class RenderError(SteplakeError):
     code = "render_failed"
 
 
+class TrainingError(SteplakeError):
+    """``steplake train``: a checkpoint that cannot be written or resumed, or a publish the server refused
+    (the old weights keep serving); the CLI prints it and exits 2."""
+
+    code = "training_failed"
+
+
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
