@@ -14,6 +14,7 @@ import pytest
 
 from tests.gateway.responses_check import check_stream, sse_events
 from tests.gateway.test_model_e2e import CALC, model_url, server  # noqa: F401  (fixtures)
+from tests.gateway.test_token_path_e2e import renderer, token_server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 TOOL = {"type": "function", **CALC["function"]}
@@ -67,3 +68,23 @@ def test_three_turns_one_trajectory_exact_ids(server: str, local_model: Any, mod
         raw = httpx.post(f"{server}/v1/responses", timeout=300,
                          json={"model": "m", "input": "Say hi.", "max_output_tokens": 8, "stream": True})
         assert raw.status_code == 200 and check_stream(sse_events(raw.text))["output"]
+
+
+def test_token_path_streamed_with_previous_response_id(token_server: str) -> None:  # noqa: F811
+    """--prompt-mode tokens: each Responses call is rendered or bridged to token ids; continuing by
+    previous_response_id gives clean steps (prompt = previous prompt + sampled ids + bridge)."""
+    client = openai.OpenAI(base_url=f"{token_server}/v1", api_key="x", max_retries=0)
+    sys = "You are a careful assistant. Use the calculator for arithmetic."
+    r1 = _ask(client, True, instructions=sys, input="What is 17 * 23?", tools=[TOOL], tool_choice=FORCED,
+              max_output_tokens=48)
+    call = r1.output[-1]
+    assert call.type == "function_call" and call.call_id.startswith("call_")
+    out = {"type": "function_call_output", "call_id": call.call_id, "output": "391"}
+    r2 = _ask(client, True, instructions=sys, input=[out], tools=[TOOL], max_output_tokens=24,
+              previous_response_id=r1.id)
+    steps = [_step(token_server, r.id) for r in (r1, r2)]
+    assert steps[0]["trajectory_id"] == steps[1]["trajectory_id"]
+    assert [s["provenance"]["prompt_mode"] for s in steps] == ["tokens", "tokens"]
+    assert steps[0]["response"]["tool_calls"][0]["id"] == call.call_id
+    assert steps[1]["continuity"] == "clean" and steps[1]["provenance"]["prompt_build"] == "bridge"
+    assert steps[1]["response"]["content"] == r2.output_text

@@ -111,6 +111,8 @@ class ResponsesHandlers:
         att = from_request(request)
         if prev is not None:  # the continuation is the next step of that response's trajectory
             att.trajectory_id, att.source = prev["trajectory_id"], "previous_response"
+            att.group_id = att.group_id or prev.get("group_id")
+            att.channel = att.channel or prev.get("channel")
         att = await gw.resolve(att, chat["messages"])
         ctx = CallContext(PROTOCOL, att, chat["messages"], chat.get("tools"), sampling_of(chat), bool(body.get("stream")))
         step_id = "st_" + new_hex()
