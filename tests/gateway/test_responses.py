@@ -229,3 +229,30 @@ async def test_stream_cut_by_the_upstream_ends_with_an_error_event(harness: Harn
     assert await harness.steps() == []
     r = await harness.client.post("/v1/responses", json={"model": "m", "input": "x", "metadata": {"a\u0000": "b"}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"
+
+
+MALFORMED: list[dict[str, Any]] = [
+    {"input": 5}, {"input": [5]}, {"input": [{"role": "user"}]}, {"input": [{"role": "user", "content": [5]}]},
+    {"input": [{"role": "user", "content": [{"type": "input_text"}]}]}, {"input": [{"role": "bot", "content": "x"}]},
+    {"input": [{"type": "function_call"}]}, {"input": [{"type": "function_call_output", "call_id": "c", "output": 5}]},
+    {"input": [{"type": "reasoning", "content": 5}]}, {"input": "x", "tools": 5}, {"input": "x", "tools": [5]},
+    {"input": "x", "tools": [{"type": "function"}]}, {"input": "x", "tools": [{"type": "function", "name": "f",
+                                                                               "parameters": 5}]},
+    {"input": "x", "tool_choice": 5}, {"input": "x", "tool_choice": {"type": "function"}}, {"input": "x", "text": 5},
+    {"input": "x", "text": {"format": 5}}, {"input": "x", "text": {"format": {"type": "json_schema"}}},
+    {"input": "x", "instructions": 5}, {"input": "x", "temperature": "hot"}, {"input": "x", "max_output_tokens": "9"},
+    {"input": "x", "metadata": 5}, {"input": "x", "store": "no"}, {"input": "x", "previous_response_id": 5},
+    {"input": "x", "model": 5}, {"input": "x", "stream": "yes"}, {}, {"input": []},
+    {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": 5}]}]},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_malformed_requests_are_400s_in_the_responses_shape(harness: Harness, fake_up: FakeUpstreamThread,
+                                                                  stream: bool) -> None:
+    n = len(fake_up.fake.requests)
+    for body in MALFORMED:
+        r = await harness.client.post("/v1/responses", json={"model": "m", "stream": stream, **body})
+        assert r.status_code == 400, (body, r.text)
+        assert set(r.json()["error"]) >= {"message", "type", "param", "code"}, body
+    assert len(fake_up.fake.requests) == n and await harness.steps() == []

@@ -122,8 +122,10 @@ class _Builder:
             self.out.append({"role": "tool", "tool_call_id": item["call_id"],
                              "content": _text_of(item.get("output"), f"{where}.output")})
         elif kind == "reasoning":
-            texts = [str(p["text"]) for p in (item.get("content") or item.get("summary") or [])
-                     if isinstance(p, dict) and isinstance(p.get("text"), str)]
+            parts = item.get("content") or item.get("summary") or []
+            if not isinstance(parts, list):
+                raise bad(f"{where}: a reasoning item's content and summary must be arrays of parts", "input")
+            texts = [str(p["text"]) for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
             turn = self._assistant(self._answered())
             if texts:
                 turn["reasoning_content"] = (turn.get("reasoning_content") or "") + "".join(texts)
@@ -170,6 +172,8 @@ def tools_to_chat(tools: Any) -> list[Json] | None:
     for k, t in enumerate(tools):
         if not isinstance(t.get("name"), str):
             raise bad(f"tools[{k}].name must be a string", "tools")
+        if t.get("parameters") is not None and not isinstance(t["parameters"], dict):
+            raise bad(f"tools[{k}].parameters must be a JSON schema object", "tools")
         fn: Json = {"name": t["name"], "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
         if t.get("description") is not None:
             fn["description"] = t["description"]
@@ -192,7 +196,9 @@ def response_format_of(text: Any) -> Json | None:
     """``text.format`` → chat ``response_format`` (None: plain text)."""
     if text is None:
         return None
-    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(text, dict):
+        raise bad("'text' must be an object", "text")
+    fmt = text.get("format")
     if fmt is None:
         return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
