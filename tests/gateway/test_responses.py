@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -256,3 +257,20 @@ async def test_malformed_requests_are_400s_in_the_responses_shape(harness: Harne
         assert r.status_code == 400, (body, r.text)
         assert set(r.json()["error"]) >= {"message", "type", "param", "code"}, body
     assert len(fake_up.fake.requests) == n and await harness.steps() == []
+
+
+async def test_capture_sync_failure_in_the_responses_shape(make_harness: Callable[..., Awaitable[Harness]],
+                                                           fake_up: FakeUpstreamThread) -> None:
+    h = await make_harness([fake_up.url], capture_sync=True)
+    h.pool.store.close()  # every write fails from now on
+    try:
+        r = await h.client.post("/v1/responses", json={"model": "m", "input": "x"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "capture_failed" and "param" in r.json()["error"]
+        events = await stream_raw(h.client, "/v1/responses", {"model": "m", "input": "y"})
+        assert events[-1]["type"] == "error" and events[-1]["code"] == "capture_failed"
+        assert not {"response.completed", "response.output_item.done"} & {e["type"] for e in events}
+        for e in events:
+            strict(EVENTS, e)
+    finally:
+        h.pool.store.open()
+    assert h.pool.captures.failed == 2 and await h.steps() == []
