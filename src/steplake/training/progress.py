@@ -123,8 +123,10 @@ def compare(first: RewardStats, last: RewardStats) -> tuple[float, float]:
     return last.mean - first.mean, math.sqrt(first.se ** 2 + last.se ** 2)
 
 
-def plot_rewards(stats: dict[int, RewardStats], path: str | Path, title: str = "reward by policy version") -> Path:
-    """A PNG of the mean reward (± one standard error) per policy version, with each version's sample count."""
+def plot_rewards(stats: dict[int, RewardStats], path: str | Path, title: str = "reward by policy version",
+                 evals: dict[int, RewardStats] | None = None) -> Path:
+    """A PNG of the mean reward (± one standard error) per policy version, with each version's sample count;
+    ``evals`` (version → stats of a fixed evaluation set) are drawn as squares."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +136,12 @@ def plot_rewards(stats: dict[int, RewardStats], path: str | Path, title: str = "
     means = [stats[v].mean for v in versions]
     errs = [0.0 if math.isnan(stats[v].se) else stats[v].se for v in versions]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.errorbar(versions, means, yerr=errs, marker="o", capsize=3)
+    ax.errorbar(versions, means, yerr=errs, marker="o", capsize=3, label="training rollouts")
+    if evals:
+        ev = list(evals)
+        ax.errorbar(ev, [evals[v].mean for v in ev], yerr=[0.0 if math.isnan(evals[v].se) else evals[v].se for v in ev],
+                    marker="s", linestyle="none", capsize=3, label="evaluation (fixed questions)")
+        ax.legend(loc="upper left", fontsize=8)
     for v, m in zip(versions, means, strict=True):
         ax.annotate(f"n={stats[v].n}", (v, m), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
     ax.set_xlabel("policy version (the weights that sampled the rollout)")

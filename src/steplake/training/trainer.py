@@ -75,7 +75,9 @@ def load_policy(path: str | None) -> Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if path is None:
         try:
             from ..model.engine import find_default_gguf
