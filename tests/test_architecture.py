@@ -69,6 +69,7 @@ FLOORS: dict[str, int] = {
     "gateway": 4, "api": 4, "dashboard": 4,  # HTTP: the routes call the Pool
     # wiring and entry points: create_app, the CLI, the Python client, the demo, the trainer loop
     "app": 5, "cli": 5, "__main__": 5, "client": 5, "demo": 5, "train": 5, "serve_info": 5,
+    "training": 5,  # `steplake train` and `demo --train`: a client of the API, like the demo
 }
 HTTP_AND_POOL = ("pool", "gateway", "api", "dashboard")
 STORE_PROTOCOL = "steplake.store.base"
