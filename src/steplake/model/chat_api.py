@@ -29,7 +29,7 @@ from .serving import (
     ServerState,
     chat_logprob,
     compute_prompt_logprobs,
-    generate,
+    generate_many,
     new_id,
     now,
     sse,
@@ -122,7 +122,7 @@ def _choice(state: ServerState, job: ChatJob, index: int, gen: Generation) -> di
 
 async def chat_response(state: ServerState, job: ChatJob) -> dict[str, Any]:
     scored = await compute_prompt_logprobs(state.model, job.prompt_ids, job.prompt_logprobs)
-    gens = [await generate(state.model, job.prompt_ids, p, job.plan) for p in job.params]
+    gens = await generate_many(state.model, job.prompt_ids, job.params, job.plan)
     body: dict[str, Any] = {
         "id": job.id, "object": "chat.completion", "created": job.created, "model": job.model_name,
         "choices": [_choice(state, job, i, g) for i, g in enumerate(gens)],

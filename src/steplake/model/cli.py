@@ -29,6 +29,9 @@ def model() -> None:
               help="raw: log-softmax of the logits; processed: after temperature/top-k/top-p.")
 @click.option("--threads", type=int, default=None, envvar="STEPLAKE_MODEL_THREADS",
               help="torch CPU threads (default: torch's choice).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              envvar="STEPLAKE_MODEL_MAX_BATCH",
+              help="Requests decoded together (batched decode steps); 1 serves one request at a time.")
 @click.option("--default-max-tokens", type=int, default=512, show_default=True,
               envvar="STEPLAKE_MODEL_DEFAULT_MAX_TOKENS", help="max_tokens for requests that give none.")
 @click.option("--log-level", default="warning", show_default=True,
@@ -36,7 +39,7 @@ def model() -> None:
 @click.option("--parent-pid", type=int, default=None, envvar="STEPLAKE_MODEL_PARENT_PID",
               help="Exit as soon as this process (the steplake serve that started it) is gone.")
 def serve(host: str, port: int, gguf: str | None, model_name: str, logprobs_mode: str, threads: int | None,
-          default_max_tokens: int, log_level: str, parent_pid: int | None) -> None:
+          max_batch: int, default_max_tokens: int, log_level: str, parent_pid: int | None) -> None:
     """Serve the embedded model (OpenAI /v1/chat/completions, /v1/completions, /tokenize, ...)."""
     import os
 
@@ -54,7 +57,7 @@ def serve(host: str, port: int, gguf: str | None, model_name: str, logprobs_mode
 
     logging.basicConfig(level=log_level.upper())
     local = LocalModel(gguf, logprobs_mode=logprobs_mode, num_threads=threads,  # type: ignore[arg-type]
-                       name=model_name)
+                       name=model_name, max_batch=max_batch)
     app = create_model_app(local, model_name, default_max_tokens=default_max_tokens)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

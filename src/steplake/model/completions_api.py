@@ -37,7 +37,7 @@ from .serving import (
     ServerState,
     completion_logprobs,
     compute_prompt_logprobs,
-    generate,
+    generate_many,
     new_id,
     now,
     sse,
@@ -102,8 +102,8 @@ async def completion_response(state: ServerState, job: CompletionJob) -> dict[st
     completion_tokens = 0
     for p, (prompt, plist) in enumerate(zip(job.prompts, job.params, strict=True)):
         scored = await compute_prompt_logprobs(state.model, prompt, job.prompt_logprobs)
-        for i, params in enumerate(plist):
-            gen = await generate(state.model, prompt, params, job.plan)
+        gens = await generate_many(state.model, prompt, plist, job.plan)
+        for i, gen in enumerate(gens):
             completion_tokens += len(gen.token_ids)
             choices.append(_choice(state, job, p * job.req.n + i, prompt, gen, scored))
     return {"id": job.id, "object": "text_completion", "created": job.created, "model": job.model_name,

@@ -21,7 +21,7 @@ distribution, in ``raw`` mode the model's own (unconstrained) log-softmax.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,8 @@ FREE_PLAN: tuple[Segment, ...] = (Free(),)
 @dataclass(frozen=True)
 class TokenPiece:
     """One response token as it is produced. ``text`` is the visible text it releases (may be empty:
-    partial UTF-8 or a possible stop-string start is held back). The last piece has ``finish_reason``."""
+    partial UTF-8 or a possible stop-string start is held back). The last piece has ``finish_reason``
+    and (from ``LocalModel.stream``) the ``weights_version`` the whole sequence was decoded with."""
 
     token_id: int
     logprob: float
@@ -74,6 +75,16 @@ class TokenPiece:
     forced: bool = False
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    weights_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What ``Decoding.steps`` asks for: run ``ids`` through the model (after everything fed before)
+    and send back the logits of the last ``keep`` positions ([keep, vocab])."""
+
+    ids: tuple[int, ...]
+    keep: int
 
 
 @dataclass
@@ -88,6 +99,7 @@ class Generation:
     finish_reason: str = "length"
     stop_reason: str | int | None = None
     forced: list[bool] = field(default_factory=list)
+    weights_version: int | None = None
 
     def add(self, piece: TokenPiece) -> None:
         self.token_ids.append(piece.token_id)
@@ -98,6 +110,7 @@ class Generation:
         if piece.finish_reason is not None:
             self.finish_reason = piece.finish_reason
             self.stop_reason = piece.stop_reason
+            self.weights_version = piece.weights_version
 
 
 # forward(ids, cache, keep) -> (logits[keep, vocab], cache)
@@ -152,7 +165,8 @@ class _JsonState:
 
 
 class Decoding:
-    """Decodes one sequence; iterate ``run()`` for ``TokenPiece``s. Not thread-safe (the caller locks)."""
+    """Decodes one sequence: iterate ``run()`` for ``TokenPiece``s (alone, with its own KV cache), or
+    drive ``steps()`` (the scheduler, one row of a batch). Not thread-safe (one thread drives it)."""
 
     def __init__(self, forward: ForwardFn, tokenizer: Any, vocab: Vocabulary, prompt_ids: Sequence[int],
                  params: SamplingParams, mode: LogprobsMode, eos_ids: frozenset[int],
@@ -167,36 +181,62 @@ class Decoding:
         self.generator = make_generator(params.seed)
         self.out: list[int] = []
         self.counts: dict[int, int] = {}
-        self.cache: Any = None
         self.state: _OneOfState | _JsonState | None = None
 
     def run(self) -> Iterator[TokenPiece]:
-        logits = self._feed(self.prompt_ids, 1)[0]
+        """Decode alone: ``steps()`` driven by ``forward`` with this sequence's own KV cache."""
+        steps = self.steps()
+        cache: Any = None
+        try:
+            item = next(steps)
+            while True:
+                if isinstance(item, Feed):
+                    logits, cache = self.forward(item.ids, cache, item.keep)
+                    item = steps.send(logits)
+                else:
+                    yield item
+                    item = next(steps)
+        except StopIteration:
+            return
+
+    def steps(self) -> Generator[Feed | TokenPiece, torch.Tensor | None, None]:
+        """The decoding as a coroutine: yields a ``Feed`` (the caller sends back the logits it asks
+        for) or a ``TokenPiece`` (the caller sends nothing). Whoever runs the forward passes (``run``
+        alone, or the scheduler for a batch) keeps the KV cache."""
+        logits = self._logits((yield Feed(tuple(self.prompt_ids), 1)))[0]
         while True:
             seg = self.plan[0] if self.plan else Free()
             if isinstance(seg, Forced):
                 self.plan.pop(0)
-                pieces, logits = self._forced(seg, logits)
-                yield from pieces
-                if pieces and pieces[-1].finish_reason is not None:
+                ids = self._forced_ids(seg)
+                if not ids:
+                    continue
+                following = self._logits((yield Feed(tuple(ids), len(ids))))
+                pieces = self._forced(ids, logits, following)
+                for piece in pieces:
+                    yield piece
+                if pieces[-1].finish_reason is not None:
                     return
+                logits = following[-1]
                 continue
             piece = self._sample(seg, logits)
             yield piece
             if piece.finish_reason is not None:
                 return
-            logits = self._feed([piece.token_id], 1)[0]
+            logits = self._logits((yield Feed((piece.token_id,), 1)))[0]
 
-    def _feed(self, ids: Sequence[int], keep: int) -> torch.Tensor:
-        logits, self.cache = self.forward(ids, self.cache, keep)
-        return logits
+    @staticmethod
+    def _logits(sent: torch.Tensor | None) -> torch.Tensor:
+        if sent is None:
+            raise RuntimeError("a Feed needs the logits sent back")
+        return sent
 
-    def _forced(self, seg: Forced, logits: torch.Tensor) -> tuple[list[TokenPiece], torch.Tensor]:
+    def _forced_ids(self, seg: Forced) -> list[int]:
         ids = list(seg.ids) or self._encode(seg.text)
-        ids = ids[: self.params.max_tokens - len(self.out)]
-        if not ids:
-            return [], logits
-        following = self._feed(ids, len(ids))
+        return ids[: self.params.max_tokens - len(self.out)]
+
+    def _forced(self, ids: Sequence[int], logits: torch.Tensor, following: torch.Tensor) -> list[TokenPiece]:
+        """Pieces of forced ``ids``: ``logits`` predicted the first, ``following[i]`` the one after ``ids[i]``."""
         dists = [logits, *following[:-1]]
         pieces = []
         for i, (tid, row) in enumerate(zip(ids, dists, strict=True)):
@@ -206,7 +246,7 @@ class Decoding:
             pieces.append(TokenPiece(tid, float(dist[tid]), delta, tuple(top), True, finish, stop))
             if finish is not None:
                 break
-        return pieces, following[-1]
+        return pieces
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -274,4 +314,4 @@ class Decoding:
 
 
 __all__ = ["Forced", "OneOf", "JsonValue", "Free", "Segment", "FREE_PLAN", "TokenPiece", "Generation",
-           "Decoding", "ForwardFn"]
+           "Decoding", "ForwardFn", "Feed"]

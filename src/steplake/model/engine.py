@@ -11,19 +11,26 @@ default), so one forward pass over prompt + response (``compute_logprobs``) give
 ``logprobs_mode="processed"`` reports the log-probability under the distribution actually sampled from.
 ``prompt_logprobs`` scores a whole sequence the same way (vLLM's ``prompt_logprobs``: per position the
 token's raw logprob, its vocabulary rank and the top-k alternatives; see ``scoring.py``).
-Generations are serialized by a lock. ``reload()`` loads new weights beside the old ones and swaps them
-in between two generations; the tokenizer (and chat template) stays the one loaded first.
+Concurrent generations are decoded together (``max_batch`` > 1, the default): a scheduler thread runs
+batched decode steps across every active sequence, each with its own rows of a shared KV cache
+(``scheduler.py``, ``kvbatch.py``); ids, logprobs, seeds and constraints are each sequence's own, as if it
+ran alone. ``max_batch=1`` is the serial path: one generation at a time in the caller's thread, behind a
+lock. ``reload()`` loads new weights beside the old ones and swaps them in once no generation is in
+flight (new ones wait meanwhile), so calls in flight finish on the old weights; the tokenizer (and chat
+template) stays the one loaded first.
 
 Chat rendering and the tool-call text convention are described in ``chat.py`` and ``tools.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import inspect
 import logging
 import os
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,11 +41,13 @@ from .chat import to_template_messages
 from .constants import DEFAULT_MODEL_NAME, GGUF_NAME, LOGPROBS_MODES, LogprobsMode
 from .decoding import FREE_PLAN, Decoding, Generation, Segment, TokenPiece
 from .sampling import SamplingParams
+from .scheduler import Scheduler
 from .scoring import MAX_PROMPT_LOGPROBS, PositionLogprobs, score_positions
 from .text import Vocabulary
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_BATCH = 8
 
 
 def find_default_gguf() -> Path:
@@ -91,9 +100,12 @@ class LocalModel:
     """The embedded model. All public methods load it first if needed (blocking)."""
 
     def __init__(self, path: str | Path | None = None, *, logprobs_mode: LogprobsMode = "raw",
-                 num_threads: int | None = None, name: str = DEFAULT_MODEL_NAME) -> None:
+                 num_threads: int | None = None, name: str = DEFAULT_MODEL_NAME,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.path = Path(path) if path is not None else None
         self.name = name
         self.logprobs_mode: LogprobsMode = logprobs_mode
@@ -107,6 +119,33 @@ class LocalModel:
         self._cache_kw = "past_key_values"
         self._load_lock = threading.Lock()
         self._gen_lock = threading.RLock()
+        self._max_batch = max_batch
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def max_batch(self) -> int:
+        """Sequences decoded together at most; 1 is the serial path (see the module docstring)."""
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._max_batch = value
+        if self._scheduler is not None:
+            self._scheduler.max_batch = value
+
+    def batch_stats(self) -> dict[str, int]:
+        """The scheduler's figures (``Scheduler.stats``); zeros before the first batched generation."""
+        if self._scheduler is None:
+            return {"max_batch": self._max_batch, "active": 0, "waiting": 0, "paused": 0, "largest": 0, "steps": 0}
+        return self._scheduler.stats()
+
+    def _get_scheduler(self) -> Scheduler:
+        with self._load_lock:
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self._forward, self._max_batch, lambda: self.weights_version)
+            return self._scheduler
 
     # -- loading -------------------------------------------------------------------------------------
     @property
@@ -153,10 +192,16 @@ class LocalModel:
         if model.config.vocab_size != self._vocab_size():
             raise BadRequestError(f"{path}: vocabulary size {model.config.vocab_size} does not match the "
                                   f"tokenizer's {self._vocab_size()}", code="invalid_weights")
-        with self._gen_lock:
-            self._model = model
-            self.weights_path = path
-            self.weights_version += 1
+        def install() -> None:
+            with self._gen_lock:
+                self._model = model
+                self.weights_path = path
+                self.weights_version += 1
+
+        if self._scheduler is not None:
+            self._scheduler.when_idle(install)  # calls in flight finish on the old weights
+        else:
+            install()
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write the current weights as a Hugging Face folder (what ``reload`` accepts)."""
@@ -256,25 +301,46 @@ class LocalModel:
                 f"completion).", code="context_length_exceeded")
         return room
 
-    def _forward(self, ids: Sequence[int], cache: Any, keep: int) -> tuple[Any, Any]:
+    def _forward(self, ids: Sequence[int] | Sequence[Sequence[int]], cache: Any, keep: int,
+                 **extra: Any) -> tuple[Any, Any]:
+        """One forward pass. ``ids`` of one sequence → the logits of its last ``keep`` positions
+        ([keep, vocab]); one token per row of a batch (``[[id], ...]``) → each row's logits ([rows, vocab])."""
         import torch
 
+        batch = bool(ids) and not isinstance(ids[0], int)
+        rows = [list(r) for r in ids] if batch else [list(ids)]  # type: ignore[arg-type]
         with torch.inference_mode():
-            kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True, "logits_to_keep": keep}
-            out = self._model(input_ids=torch.tensor([list(ids)], dtype=torch.long), **kwargs)
+            kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True, "logits_to_keep": keep, **extra}
+            out = self._model(input_ids=torch.tensor(rows, dtype=torch.long), **kwargs)
         new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        return out.logits[0, -keep:].float(), new_cache
+        logits = out.logits[:, -1] if batch else out.logits[0, -keep:]
+        return logits.float(), new_cache
 
     def stream(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
                plan: Sequence[Segment] = FREE_PLAN, cancel: threading.Event | None = None) -> Iterator[TokenPiece]:
         """Yield ``TokenPiece``s as tokens are produced; the last has ``finish_reason`` (``stop``,
-        ``length``, or ``abort`` when ``cancel`` was set). Holds the generation lock while iterating."""
+        ``length``, or ``abort`` when ``cancel`` was set). Decoded by the scheduler with the other
+        sequences in flight (closing the iterator drops the sequence); with ``max_batch == 1`` in this
+        thread, holding the generation lock while iterating."""
         params = params or SamplingParams()
         self.check_prompt(prompt_ids, params.max_tokens)
-        with self._gen_lock:
-            decoding = Decoding(self._forward, self._tokenizer, self.vocabulary, prompt_ids, params,
-                                params.logprobs_mode or self.logprobs_mode, self.eos_token_ids, plan, cancel)
-            yield from decoding.run()
+        decoding = Decoding(self._forward, self._tokenizer, self.vocabulary, prompt_ids, params,
+                            params.logprobs_mode or self.logprobs_mode, self.eos_token_ids, plan, cancel)
+        if self._max_batch == 1:
+            with self._gen_lock:
+                version = self.weights_version
+                for piece in decoding.run():
+                    yield piece if piece.finish_reason is None else dataclasses.replace(piece, weights_version=version)
+            return
+        pieces: queue.SimpleQueue[TokenPiece | BaseException | None] = queue.SimpleQueue()
+        handle = self._get_scheduler().submit(decoding, pieces.put)
+        try:
+            while (item := pieces.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            handle.detach()
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
                  plan: Sequence[Segment] = FREE_PLAN, cancel: threading.Event | None = None) -> Generation:
@@ -323,4 +389,4 @@ class LocalModel:
         logits = self._scoring_logits(list(ids)[:-1], len(ids) - 1)
         return [None, *score_positions(logits, list(ids)[1:], top)]
 
-__all__ = ["LocalModel", "find_default_gguf", "GGUF_NAME", "DEFAULT_MODEL_NAME"]
+__all__ = ["LocalModel", "find_default_gguf", "GGUF_NAME", "DEFAULT_MODEL_NAME", "DEFAULT_MAX_BATCH"]

@@ -3,7 +3,8 @@
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (see ``chat_api`` /
 ``completions_api``), ``GET /v1/models``, ``POST /tokenize``, ``POST /detokenize`` (vLLM's shapes; see
 ``tokenize``/``detokenize``), ``GET /health``
-(200 once the model is loaded, 503 while loading or after a failed load) and ``POST
+(200 once the model is loaded, with the decode scheduler's figures in ``batch``: ``max_batch``,
+``active``, ``waiting``, ``largest``, ``steps``; 503 while loading or after a failed load) and ``POST
 /update_weights_from_disk {model_path}`` (SGLang-style reload → ``{success, message}``, 400 on failure).
 
 The model starts loading in the background when the app starts; requests that need it wait for it.
@@ -119,7 +120,7 @@ def create_model_app(model: LocalModel, served_model_name: str = DEFAULT_MODEL_N
     async def _health() -> JSONResponse:
         if model.loaded:
             return JSONResponse({"status": "ok", "model": served_model_name,
-                                 "weights_version": model.weights_version})
+                                 "weights_version": model.weights_version, "batch": model.batch_stats()})
         if model.load_error:
             return JSONResponse({"status": "error", "error": model.load_error}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)

@@ -171,6 +171,15 @@ async def generate(model: LocalModel, prompt_ids: Sequence[int], params: Samplin
     return gen
 
 
+async def generate_many(model: LocalModel, prompt_ids: Sequence[int], params: Sequence[SamplingParams],
+                        plan: Sequence[Segment] = FREE_PLAN) -> list[Generation]:
+    """One generation per ``params``, all in flight together (the scheduler batches them); the first
+    failure cancels the others."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(generate(model, prompt_ids, p, plan)) for p in params]
+    return [t.result() for t in tasks]
+
+
 def stream_error(exc: Exception) -> bytes:
     """An error after the stream started: one ``data: {"error": ...}`` event (vLLM does the same)."""
     if isinstance(exc, BadRequestError | ServiceUnavailableError):
@@ -180,5 +189,5 @@ def stream_error(exc: Exception) -> bytes:
 
 
 __all__ = ["ServerState", "new_id", "now", "sse", "SSE_DONE", "usage", "chat_logprob", "completion_logprobs",
-           "stream_pieces", "generate", "stream_error", "LOGPROB_FLOOR", "prompt_logprobs_json",
+           "stream_pieces", "generate", "generate_many", "stream_error", "LOGPROB_FLOOR", "prompt_logprobs_json",
            "compute_prompt_logprobs"]
