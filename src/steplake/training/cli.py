@@ -24,7 +24,7 @@ from ..client import DEFAULT_URL
 @click.option("--clip-eps", type=click.FloatRange(0, 1), default=0.2, show_default=True)
 @click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True)
 @click.option("--save-every", type=click.IntRange(1), default=1, show_default=True,
-              help="Batches per published version.")
+              help="Optimizer steps per published version (a batch whose advantages are all 0 takes none).")
 @click.option("--keep", type=click.IntRange(1), default=3, show_default=True, help="Published folders kept.")
 @click.option("--max-staleness", type=click.IntRange(0), default=1, show_default=True,
               help="Batch filter: skip rollouts sampled more than this many versions ago.")

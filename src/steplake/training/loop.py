@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import random
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -205,6 +207,7 @@ def run_train_demo(settings: Settings, cfg: LoopConfig) -> LoopResult:
                              extra_args=("--weights-root", str(weights)))
     console.print(f"steplake serve is up at {url}; database {settings.db}; log {workdir / 'server.log'}",
                   soft_wrap=True, markup=False, highlight=False)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated loop stops its server too
     try:
         plot = Path(settings.db).resolve().parent / "reward_by_version.png"
         result = run_loop(url, weights, plot, cfg)

@@ -44,7 +44,7 @@ class TrainConfig:
     lr: float = 1e-5
     clip_eps: float = 0.2
     max_grad_norm: float = 1.0
-    save_every: int = 1  # batches per published version
+    save_every: int = 1  # optimizer steps per published version (a batch of zero advantages takes none)
     keep: int = 3  # newest published folders kept
     max_staleness: int | None = 1
     lease_seconds: float = 300.0
@@ -117,6 +117,7 @@ class Trainer:
         self.history: list[TrainedBatch] = []
         self.version = 0
         self.batches = 0
+        self.pending = 0  # optimizer steps since the last publish
         self.model: Any = None
         self.optimizer: Any = None
         self.line = VersionLine()
@@ -176,7 +177,8 @@ class Trainer:
             self.batches += 1
             self.line.add(batch_rollouts(batch), self.version, trained.metrics)
             self._hook("trained", trained)
-            if self.batches % self.cfg.save_every == 0:
+            self.pending += 0 if trained.metrics.get("skipped") else 1
+            if self.pending >= self.cfg.save_every:  # a batch without any nonzero advantage changes nothing
                 self.publish(trained)
                 published += 1
                 if self._done(published, started):
@@ -224,6 +226,7 @@ class Trainer:
             raise TrainingError(f"publishing version {version} failed: {e.message}; the server keeps serving "
                                 f"version {self.version}") from e
         self.ckpt.prune(version, self.cfg.keep)
+        self.pending = 0
         self.log(self.line.finish(version, publish_s=time.monotonic() - t0))
         self.version = version
         self.line.start(version)
