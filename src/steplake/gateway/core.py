@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -16,7 +16,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import SteplakeError
+from ..errors import CaptureFailedError, SteplakeError
 from ..pool.pool import Pool
 from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure, parse_upstream
@@ -30,6 +30,7 @@ from .http import Protocol, steplake_error_response, upstream_error_response
 from .policy import STALE, CallGate, PolicyPublisher, Ticket
 from .prompts import PromptModes
 from .token_chat import TokenChat
+from .token_wire import Wire
 
 log = logging.getLogger("steplake.gateway")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -133,6 +134,21 @@ class Gateway:
             return
         resp.close()
         self.index.release(ctx.att.claimed_hash)
+
+    async def stream_tail(self, ctx: CallContext, up: Upstream, ans: Any, hashes: list[str | None],
+                          wire: Wire) -> AsyncIterator[bytes]:
+        """The end of a whole relayed stream: captured (before the final events with ``--capture-sync``, whose
+        failure sends the wire's error event instead of them; else in the background), then the wire's end."""
+        if self.settings.capture_sync:
+            try:
+                await self.capturer.capture(ctx, up, ans, hashes)
+            except CaptureFailedError as e:
+                yield wire.capture_error(e)
+                return
+        else:
+            self.spawn(self.capturer.capture(ctx, up, ans, hashes))
+        for ev in wire.end():
+            yield ev
 
     def stats(self) -> Json:
         return {"upstreams": [u.as_dict() for u in self.upstreams.upstreams],

@@ -22,7 +22,6 @@ import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
-from ..errors import CaptureFailedError
 from ..render.base import Parsed
 from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure
@@ -214,16 +213,8 @@ class TokenChat:
             for b in wire.chunk({"id": cid, "object": "chat.completion.chunk", "created": created,
                                  "model": raw.model, "choices": [], "usage": raw.usage}):
                 yield b
-        if gw.settings.capture_sync:
-            try:
-                await gw.capturer.capture(ctx, up, ans, hashes)
-            except CaptureFailedError as e:
-                yield wire.capture_error(e)
-                return
-        else:
-            gw.spawn(gw.capturer.capture(ctx, up, ans, hashes))
-        for b in wire.end():
-            yield b
+        async for ev in gw.stream_tail(ctx, up, ans, hashes, wire):
+            yield ev
 
     def _tail(self, c: ChoiceAcc, sent: str, wants: Wants, plan: TokenPlan) -> list[tuple[Json, str | None, Json]]:
         """The rest of a choice once it finished: content not sent yet, tool calls, the finish."""

@@ -13,7 +13,6 @@ import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
-from ..errors import CaptureFailedError
 from ..types import Json
 from ..upstreams.base import Upstream, UpstreamFailure
 from ..upstreams.openai_compat import sse_events
@@ -90,15 +89,7 @@ class WireChat:
         for c in chats:
             wire.finished(c)
         hashes = gw.capturer.record_exchanges(ctx, [wire.history_message(c.message()) for c in chats])
-        if gw.settings.capture_sync:
-            try:
-                await gw.capturer.capture(ctx, up, ans, hashes)
-            except CaptureFailedError as e:  # the error event instead of the final events
-                yield wire.capture_error(e)
-                return
-        else:
-            gw.spawn(gw.capturer.capture(ctx, up, ans, hashes))
-        for ev in wire.end():
+        async for ev in gw.stream_tail(ctx, up, ans, hashes, wire):
             yield ev
 
 
