@@ -6,21 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
 from steplake.app import create_app
 from steplake.config import Settings
 from steplake.store.sqlite import SqliteStore
 from tests.conftest import free_port
-from tests.procs import stop_process, wait_until_up
+from tests.procs import serve_app, stop_process, wait_until_up
 
 
 def make_app(tmp_path: Path, **settings: object) -> FastAPI:
@@ -41,21 +38,8 @@ def threaded_server(tmp_path: Path, **settings: object) -> Iterator[tuple[str, F
     """uvicorn serving the app from a thread on a free port; yields (base_url, app)."""
     port = free_port()
     app = make_app(tmp_path, port=port, **settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                            lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(app, port, ready_path=None, timeout=20) as url:
+        yield url, app
 
 
 def steplake_cmd(*args: str) -> list[str]:

@@ -6,7 +6,6 @@ the CLI records its key changes and prunes as ``cli``; the server's retention pr
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner
 
 from steplake.app import create_app
@@ -28,6 +26,7 @@ from steplake.records import Step
 from steplake.store.audit import cli_origin
 from steplake.store.sqlite import SqliteStore
 from tests.conftest import BACKENDS, free_port, make_store
+from tests.procs import serve_app
 
 REWARDS = {"channels": {"train": {"functions": [{"name": "final_answer", "version": "1"}]}}}
 ALL_BACKENDS = [pytest.param(b, marks=pytest.mark.postgres) if b == "postgres" else b for b in BACKENDS]
@@ -39,19 +38,8 @@ def serving(store: Any, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     settings = Settings(db=str(tmp_path / "pool.db"), port=port, rewards=REWARDS)
     app = create_app(settings, store, gateway=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(app, port, ready_path=None, timeout=20) as url:
+        yield url
 
 
 def seed(url: str, key: str) -> None:

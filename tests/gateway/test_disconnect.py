@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from steplake.app import create_app
 from steplake.config import Settings
 from tests.conftest import free_port
 from tests.gateway.fake_upstream import FakeUpstreamThread
+from tests.procs import serve_app
 
 
 @pytest.fixture
 def server(tmp_path: Path, fake_up: FakeUpstreamThread) -> Iterator[str]:
     port = free_port()
     settings = Settings(port=port, db=str(tmp_path / "pool.db"), upstream=[fake_up.url])
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    for _ in range(200):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    th.join(10)
+    with serve_app(create_app(settings), port) as url:
+        yield url
 
 
 def test_client_disconnect_mid_stream_stores_nothing(server: str) -> None:

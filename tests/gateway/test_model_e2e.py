@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,12 +16,11 @@ import anthropic
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from steplake.app import create_app
 from steplake.config import Settings
 from tests.conftest import free_port
-from tests.procs import stop_process, wait_until_up
+from tests.procs import serve_app, stop_process, wait_until_up
 
 pytestmark = pytest.mark.slow
 CALC = {"type": "function", "function": {"name": "calculator", "description": "Evaluate an arithmetic expression",
@@ -57,14 +55,8 @@ def server(model_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     db = tmp_path_factory.mktemp("e2e") / "pool.db"
     port = free_port()
     settings = Settings(port=port, db=str(db), upstream=[f"steplake+{model_url}"])
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                        lifespan="on"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    wait_until_up(f"http://127.0.0.1:{port}/readyz", 120)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    th.join(30)
+    with serve_app(create_app(settings), port, timeout=120, join=30) as url:
+        yield url
 
 
 def steps_of(server: str, tid: str, n: int) -> list[dict[str, Any]]:

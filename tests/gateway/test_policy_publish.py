@@ -8,7 +8,6 @@ upstreams whose reload fails on demand."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from steplake import errors as E
 from steplake.app import create_app
@@ -25,7 +23,7 @@ from steplake.client import AsyncClient, Client
 from steplake.config import Settings
 from tests.conftest import free_port
 from tests.gateway.fake_upstream import FakeUpstreamThread
-from tests.procs import wait_until_up
+from tests.procs import serve_app
 
 
 @pytest.fixture
@@ -40,17 +38,8 @@ def fakes() -> Iterator[list[FakeUpstreamThread]]:
 def serve(tmp_path: Path, upstreams: list[str], **settings: Any) -> Iterator[str]:
     port = free_port()
     s = Settings(port=port, db=str(tmp_path / "pool.db"), upstream=upstreams, **settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/readyz", timeout=30)
+    with serve_app(create_app(s), port) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def chat(url: str, text: str, tid: str) -> httpx.Response:

@@ -4,7 +4,6 @@ fake upstream; one open (keyless) server and one with an admin key."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from steplake.app import create_app
@@ -22,7 +20,7 @@ from steplake.config import Settings
 from steplake.store.sqlite import SqliteStore
 from tests.conftest import free_port
 from tests.gateway.fake_upstream import FakeUpstreamThread
-from tests.procs import wait_until_up
+from tests.procs import serve_app
 
 
 @dataclass
@@ -76,15 +74,8 @@ def _serve(tmp_path: Path, upstream: FakeUpstreamThread, admin: bool) -> Iterato
         store.close()
     settings = Settings(port=port, db=str(db), upstream=[upstream.url], capture_sync=True)
     app = create_app(settings)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/readyz")
-    yield Server(url, app, secret)
-    srv.should_exit = True
-    th.join(10)
+    with serve_app(app, port) as url:
+        yield Server(url, app, secret)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ splice. Slow: uses the embedded model (shared with test_model_e2e.py)."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from steplake.app import create_app
 from steplake.batches import tensorize
@@ -24,7 +22,7 @@ from steplake.config import Settings
 from steplake.render.generic import TemplateRenderer
 from tests.conftest import free_port
 from tests.gateway.test_model_e2e import CALC, CALC_ANTHROPIC, model_url, steps_of  # noqa: F401  (a fixture)
-from tests.procs import wait_until_up
+from tests.procs import serve_app
 from tests.render.test_bridge import smollm2_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -38,14 +36,8 @@ def token_server(model_url: str, renderer: TemplateRenderer,  # noqa: F811
     port = free_port()
     settings = Settings(port=port, db=str(tmp_path_factory.mktemp("tokens") / "pool.db"),
                         upstream=[f"steplake+{model_url}"], prompt_mode="tokens")
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                        lifespan="on"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    wait_until_up(f"http://127.0.0.1:{port}/readyz", 120)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    th.join(30)
+    with serve_app(create_app(settings), port, timeout=120, join=30) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

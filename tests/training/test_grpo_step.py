@@ -11,7 +11,6 @@ responses and lowers that of the negative-advantage ones.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ openai = pytest.importorskip("openai")
 from steplake.batches import tensorize  # noqa: E402
 from steplake.train import grpo_loss, recompute_logprobs  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.procs import serve_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -37,27 +37,14 @@ PROMPT = "Name a colour."
 @pytest.fixture(scope="module")
 def steplake_url(model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The steplake app (API + gateway) in a uvicorn thread, its upstream the embedded model server."""
-    import uvicorn
-
     from steplake.app import create_app
     from steplake.config import Settings
 
     port = free_port()
     db = tmp_path_factory.mktemp("grpo") / "pool.db"
     app = create_app(Settings(db=str(db), port=port, upstream=[model_server], capture_sync=True))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "steplake server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_app(app, port, ready_path=None, join=15) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

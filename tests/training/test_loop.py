@@ -27,7 +27,7 @@ openai = pytest.importorskip("openai")
 from steplake.client import Client  # noqa: E402
 from steplake.training.trainer import TrainConfig, TrainedBatch, Trainer, load_policy  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.procs import wait_until_up  # noqa: E402
+from tests.procs import serve_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,6 @@ FIXED = "The capital of France is Paris, and the capital of Italy is Rome."
 
 @pytest.fixture
 def loop_server(model_server: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    import uvicorn
-
     from steplake.app import create_app
     from steplake.config import Settings
     from steplake.model.engine import find_default_gguf
@@ -49,17 +47,10 @@ def loop_server(model_server: str, tmp_path: Path) -> Iterator[tuple[str, Path]]
     port = free_port()
     s = Settings(port=port, db=str(tmp_path / "pool.db"), upstream=[f"steplake+{model_server}"],
                  weights_root=str(root), capture_sync=True, prompt_mode="tokens")
-    srv = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/readyz", timeout=60)
-        yield url, root
+        with serve_app(create_app(s), port, timeout=60, join=15) as url:
+            yield url, root
     finally:
-        srv.should_exit = True
-        thread.join(15)
         r = httpx.post(f"{model_server}/update_weights_from_disk", json={"model_path": str(find_default_gguf())},
                        timeout=300)
         assert r.status_code == 200, r.text  # the session's model server serves the GGUF again

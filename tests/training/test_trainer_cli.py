@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 from steplake.client import Client  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.gateway.fake_upstream import FakeUpstreamThread  # noqa: E402
-from tests.procs import stop_process, wait_until_up  # noqa: E402
+from tests.procs import serve_app, stop_process  # noqa: E402
 
 VOCAB = 96
 
@@ -42,8 +41,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, FakeUpstreamThread, Path]]:
-    import uvicorn
-
     from steplake.app import create_app
     from steplake.config import Settings
 
@@ -52,17 +49,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, FakeUpstreamThread, Path]]:
     root.mkdir()
     port = free_port()
     s = Settings(port=port, db=str(tmp_path / "pool.db"), upstream=[f"sglang+{fake.url}"], weights_root=str(root))
-    srv = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning",
-                                        access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(f"{url}/readyz", timeout=30)
-        yield url, fake, root
+        with serve_app(create_app(s), port) as url:
+            yield url, fake, root
     finally:
-        srv.should_exit = True
-        thread.join(10)
         fake.stop()
 
 
