@@ -181,13 +181,15 @@ def test_old_pool_gets_its_funnel_counted_by_the_migration(store: Any) -> None:
         import psycopg
 
         from steplake.store.postgres import connect_kwargs
+        from steplake.store.postgres_schema import PG_MIGRATIONS, PG_SCHEMA_FUNNEL
 
         with psycopg.connect(store.url, **connect_kwargs(store.schema)) as conn:
             for name in ("steplake_funnel_insert", "steplake_funnel_delete", "steplake_funnel_update"):
                 conn.execute(f"DROP TRIGGER {name} ON trajectories")
                 conn.execute(f"DROP TRIGGER {name.replace('funnel', 'funnel_groups')} ON groups")
             conn.execute("DELETE FROM counters WHERE name LIKE 'funnel%'")
-            conn.execute("UPDATE meta SET value = (value::int - 2)::text WHERE key = 'schema_version'")
+            conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'",
+                         (str(PG_MIGRATIONS.index(PG_SCHEMA_FUNNEL)),))
     store.open()
     store.drop_schema_on_close = drop
     assert _counted(store) == want == {"collected": 5, "complete": 3, "abandoned": 0, "rewarded": 3, "curated": 1,

@@ -106,11 +106,15 @@ def test_migrate_copies_everything_and_resumes(migrated: tuple[Path, str, dict[s
                 [t["trajectory_id"] for t in src.list_trajectories({"q": q}, None, 100).items] != []
         before = snapshot(src)
         assert snapshot(dst) == before
+        funnel = src.read_overview(0, window=600, bucket=30)["funnel"]  # counters copied, slots the copy added: once
+        assert dst.read_overview(0, window=600, bucket=30)["funnel"] == funnel
+        assert funnel["stages"][0] == {"name": "collected", "count": 10}
         assert dst.get_batch(info["batch_id"]) == src.get_batch(info["batch_id"])
         assert dst.lookup_key(info["secret"]).scope == "trainer"
         # a second run adds nothing
         assert set(migrate(str(path), PG_URL, schema=schema, progress=False).values()) == {0}
         assert snapshot(dst) == before
+        assert dst.read_overview(0, window=600, bucket=30)["funnel"] == funnel
         # the copy is a working pool: an open trajectory continues cleanly, new ids follow the copied ones
         dst.append_steps([Step(trajectory_id="open", prompt_ids=P + [1, 2, 3], response_ids=[4])])
         steps = dst.get_trajectory("open")["steps"]

@@ -9,11 +9,19 @@ O(1) instead of scanning either table. One list of rules per table (:data:`TRAJE
 :data:`GROUP_COUNTS`) generates the SQLite triggers (row triggers), the PostgreSQL ones (statement triggers over
 transition tables) and the schema migration that counts the rows of an existing pool once. Statements end with
 ``;`` and a newline (how migrations are split); the ``;`` inside trigger bodies never ends a line.
+
+On PostgreSQL (since the slotted migration) a transaction adds its deltas to one of :data:`SLOTS` rows per
+counter, ``<name>#<k>`` with ``k = txid % SLOTS`` (transactions open at once have nearby ids: different slots), so
+servers appending at once never wait on each other's counter rows until commit. The bare ``<name>`` row holds
+the last full count; readers sum the bare row and its slots (:func:`base_name`, :data:`READ_SQL`); a recount
+(:func:`pg_recount`) sets the bare row and deletes the slots in one locked transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 PREFIX = "funnel_"
 # counter name (after PREFIX) → the condition a trajectory row ``{r}`` meets to be counted (once)
@@ -31,6 +39,9 @@ GROUP_FUNNEL: list[tuple[str, str, str]] = [
     (f"group_{status}", f"{{r}}.status = '{status}'", "{r}.n_complete") for status in ("ready", "leased", "consumed")
 ]
 COLUMNS = "status, reward, quality, curated_at, trainable"
+SLOTS = 16  # PostgreSQL: slot rows per counter
+SLOT_SEP = "#"
+READ_SQL = f"SELECT name, value FROM counters WHERE substr(name, 1, {len(PREFIX)}) = '{PREFIX}'"  # bare and slotted
 
 
 @dataclass(frozen=True)
@@ -117,14 +128,47 @@ def sqlite_lean_migration(*counted: Counted) -> str:
     return ";\n".join(out)
 
 
-def _pg_function(counted: Counted, name: str, rows: str) -> str:
+def base_name(stored: str) -> str:
+    """The counter a ``counters`` row adds to: ``funnel_complete#3`` (a PostgreSQL slot) → ``funnel_complete``."""
+    return stored.split(SLOT_SEP, 1)[0]
+
+
+def sum_slots(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
+    """Rows of :data:`READ_SQL` → counter name → its value (the bare row plus every slot)."""
+    out: dict[str, int] = {}
+    for name, value in rows:
+        key = base_name(str(name))
+        out[key] = out.get(key, 0) + int(value or 0)
+    return out
+
+
+def _pg_function(counted: Counted, name: str, rows: str, slotted: bool = False) -> str:
     rules = counted.rules
     sums = ", ".join(f"sum(t.sg * {flag(cond, 't', amount)}) AS c{i}" for i, (_, cond, amount) in enumerate(rules))
     values = ", ".join(f"('{PREFIX}{n}', s.c{i})" for i, (n, _, _) in enumerate(rules))
+    target = f"v.name || '{SLOT_SEP}' || (txid_current() % {SLOTS})" if slotted else "v.name"
     return (f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$ BEGIN"
-            f" INSERT INTO counters(name, value) SELECT v.name, v.d FROM (SELECT {sums} FROM ({rows}) AS t) AS s"
+            f" INSERT INTO counters(name, value) SELECT {target}, v.d FROM (SELECT {sums} FROM ({rows}) AS t) AS s"
             f" CROSS JOIN LATERAL (VALUES {values}) AS v(name, d) WHERE v.d <> 0"
             " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value; RETURN NULL; END $$")
+
+
+def _pg_functions(counted: Counted, slotted: bool) -> list[str]:
+    cols = counted.columns
+    new, old = f"SELECT 1 AS sg, {cols} FROM new_rows", f"SELECT -1 AS sg, {cols} FROM old_rows"
+    name = f"steplake_{counted.trigger}"
+    return [_pg_function(counted, f"{name}_insert", new, slotted),
+            _pg_function(counted, f"{name}_delete", old, slotted),
+            _pg_function(counted, f"{name}_update", f"{new} UNION ALL {old}", slotted)]
+
+
+def pg_recount(counted: Counted) -> list[str]:
+    """Statements (one transaction) that set ``counted``'s bare counter rows to a full count of the table and
+    delete their slot rows, with no write to the table in between."""
+    names = ", ".join(f"'{PREFIX}{n}'" for n, _, _ in counted.rules)
+    return [f"LOCK TABLE {counted.table} IN SHARE ROW EXCLUSIVE MODE",  # no write between the count and the triggers
+            _init_sql(counted),
+            f"DELETE FROM counters WHERE strpos(name, '{SLOT_SEP}') > 0 AND split_part(name, '{SLOT_SEP}', 1) IN ({names})"]
 
 
 def _pg_trigger(counted: Counted, name: str, event: str, tables: str) -> list[str]:
@@ -134,19 +178,21 @@ def _pg_trigger(counted: Counted, name: str, event: str, tables: str) -> list[st
 
 
 def pg_counters_migration(counted: Counted) -> str:
-    cols = counted.columns
-    new, old = f"SELECT 1 AS sg, {cols} FROM new_rows", f"SELECT -1 AS sg, {cols} FROM old_rows"
+    """Count the table once and install its statement triggers (single-row counters; schema v6 and v7, made
+    slotted by :func:`pg_slotted_migration` right after)."""
     name = f"steplake_{counted.trigger}"
     return ";\n".join([
-        f"LOCK TABLE {counted.table} IN SHARE ROW EXCLUSIVE MODE",  # no write between the count and the triggers
-        _init_sql(counted),
-        _pg_function(counted, f"{name}_insert", new),
-        _pg_function(counted, f"{name}_delete", old),
-        _pg_function(counted, f"{name}_update", f"{new} UNION ALL {old}"),
+        *pg_recount(counted),  # its DELETE finds no slot row unless the migration is run again over a slotted pool
+        *_pg_functions(counted, slotted=False),
         *_pg_trigger(counted, f"{name}_insert", "INSERT", "NEW TABLE AS new_rows"),
         *_pg_trigger(counted, f"{name}_delete", "DELETE", "OLD TABLE AS old_rows"),
         *_pg_trigger(counted, f"{name}_update", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
     ])
+
+
+def pg_slotted_migration(*counted: Counted) -> str:
+    """The trigger functions of ``counted`` replaced by slotted ones (schema v8): same triggers, same counts."""
+    return ";\n".join(f for c in counted for f in _pg_functions(c, slotted=True))
 
 
 def sqlite_funnel_migration() -> str:
@@ -157,6 +203,7 @@ def pg_funnel_migration() -> str:
     return pg_counters_migration(TRAJECTORY_COUNTS)
 
 
-__all__ = ["FUNNEL", "GROUP_COUNTS", "GROUP_FUNNEL", "PREFIX", "TRAJECTORY_COUNTS", "Counted", "full_count_sql",
-           "pg_counters_migration", "pg_funnel_migration", "sqlite_counters_migration", "sqlite_funnel_migration",
-           "sqlite_lean_migration"]
+__all__ = ["FUNNEL", "GROUP_COUNTS", "GROUP_FUNNEL", "PREFIX", "READ_SQL", "SLOTS", "TRAJECTORY_COUNTS", "Counted",
+           "base_name", "full_count_sql", "pg_counters_migration", "pg_funnel_migration", "pg_recount",
+           "pg_slotted_migration", "sqlite_counters_migration", "sqlite_funnel_migration", "sqlite_lean_migration",
+           "sum_slots"]

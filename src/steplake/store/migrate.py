@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import ConfigError, StoreError
+from .funnel_sql import GROUP_COUNTS, TRAJECTORY_COUNTS, pg_recount
 from .postgres import PostgresStore, connect_kwargs, redact
 from .postgres_schema import SERIAL_COLUMNS
 from .schema import SCHEMA_VERSION
@@ -174,6 +175,9 @@ def _run(src: sqlite3.Connection, dst: psycopg.Connection[Any], tables: list[str
             bar.update(task, description=table)
             counts[table] = _copy_table(src, dst, table, batch, lambda n: bar.advance(task, n))
     _fix_sequences(dst)
+    with dst.transaction():  # the copied funnel counters plus the slots the copy's triggers added: a recount
+        for stmt in [s for counted in (TRAJECTORY_COUNTS, GROUP_COUNTS) for s in pg_recount(counted)]:
+            dst.execute(stmt)
     dst.execute("INSERT INTO meta(key, value) VALUES ('migrate.completed_at', %s) ON CONFLICT (key) DO UPDATE"
                 " SET value = excluded.value", (str(time.time()),))
     return counts

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..types import Json
-from .funnel_sql import FUNNEL, GROUP_FUNNEL, PREFIX
+from .funnel_sql import FUNNEL, PREFIX, READ_SQL, sum_slots
 
 Row = tuple[Any, ...]
 SAMPLE = 5000
@@ -39,8 +39,6 @@ _REWARDS_SQL = ("SELECT reward FROM (SELECT reward, seq FROM trajectories ORDER 
 _VERSIONS_SQL = ("SELECT max_policy, count(*), count(reward), sum(reward), sum(reward * reward) FROM (SELECT max_policy,"
                  " reward FROM trajectories ORDER BY seq DESC LIMIT ?) AS recent WHERE max_policy IS NOT NULL"
                  " GROUP BY max_policy")
-_FUNNEL_NAMES = ", ".join(f"'{PREFIX}{name}'" for name in [n for n, _ in FUNNEL] + [n for n, _, _ in GROUP_FUNNEL])
-_FUNNEL_SQL = f"SELECT name, value FROM counters WHERE name IN ({_FUNNEL_NAMES})"  # kept by triggers (funnel_sql.py)
 
 
 class OverviewSource(Protocol):
@@ -178,7 +176,7 @@ def channels(src: OverviewSource, limit: int = MAX_CHANNELS) -> list[str]:
 
 
 def funnel(src: OverviewSource) -> Json:
-    counts = {str(name): int(v or 0) for name, v in src.rows(_FUNNEL_SQL)}
+    counts = sum_slots(src.rows(READ_SQL))  # kept by triggers (funnel_sql.py): bare rows plus PostgreSQL's slots
     total, complete, abandoned, rewarded, curated, untrainable = (counts.get(PREFIX + n, 0) for n, _ in FUNNEL)
     consumed = counts.get(PREFIX + "group_consumed", 0)  # complete trajectories of the groups in each status
     leased = counts.get(PREFIX + "group_leased", 0)

@@ -10,7 +10,13 @@ needs no chain walk; NULL means "rebuild from the chain").
 
 from __future__ import annotations
 
-from .funnel_sql import GROUP_COUNTS, pg_counters_migration, pg_funnel_migration
+from .funnel_sql import (
+                         GROUP_COUNTS,
+                         TRAJECTORY_COUNTS,
+                         pg_counters_migration,
+                         pg_funnel_migration,
+                         pg_slotted_migration,
+)
 
 PG_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -224,9 +230,12 @@ CREATE TABLE IF NOT EXISTS reward_claims (
 PG_SCHEMA_FUNNEL = pg_funnel_migration()
 # the funnel's group stages (complete trajectories of ready/leased/consumed groups) as counters kept by triggers too
 PG_SCHEMA_FUNNEL_GROUPS = pg_counters_migration(GROUP_COUNTS)
+# the funnel counters slotted: each transaction adds to one of 16 rows per counter, so appends of several servers
+# do not wait on one row until commit (store/funnel_sql.py); readers sum the slots
+PG_SCHEMA_FUNNEL_SLOTS = pg_slotted_migration(TRAJECTORY_COUNTS, GROUP_COUNTS)
 
 PG_MIGRATIONS: list[str] = [PG_SCHEMA_V1, PG_SCHEMA_V2, PG_SCHEMA_V3, PG_SCHEMA_AUDIT, PG_SCHEMA_REWARD_CLAIMS, PG_SCHEMA_FUNNEL,
-                            PG_SCHEMA_FUNNEL_GROUPS]
+                            PG_SCHEMA_FUNNEL_GROUPS, PG_SCHEMA_FUNNEL_SLOTS]
 PG_TEXT_INDEX_VERSION = 2
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
