@@ -309,12 +309,34 @@ class LocalModel:
 
         batch = bool(ids) and not isinstance(ids[0], int)
         rows = [list(r) for r in ids] if batch else [list(ids)]  # type: ignore[arg-type]
+        if batch and len(rows) > 1 and self._head_split:
+            return self._batched_forward(rows, cache, extra)
         with torch.inference_mode():
             kwargs: dict[str, Any] = {self._cache_kw: cache, "use_cache": True, "logits_to_keep": keep, **extra}
             out = self._model(input_ids=torch.tensor(rows, dtype=torch.long), **kwargs)
         new_cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         logits = out.logits[:, -1] if batch else out.logits[0, -keep:]
         return logits.float(), new_cache
+
+    def _batched_forward(self, rows: list[list[Any]], cache: Any, extra: dict[str, Any]) -> tuple[Any, Any]:
+        """A decode step of several rows: the decoder, then the output head as ``W @ hᵀ`` (on this kind of CPU
+        twice as fast as ``F.linear``'s ``h @ Wᵀ`` at 8 rows, the same numbers up to float rounding)."""
+        import torch
+
+        with torch.inference_mode():
+            out = self._model.model(input_ids=torch.tensor(rows, dtype=torch.long), past_key_values=cache,
+                                    use_cache=True, **extra)
+            hidden = out.last_hidden_state[:, -1]
+            logits = torch.mm(self._model.lm_head.weight, hidden.T).T.contiguous()
+        return logits.float(), out.past_key_values
+
+    @property
+    def _head_split(self) -> bool:
+        """Whether ``_batched_forward`` computes exactly what the model's own forward does: a Llama decoder and
+        a bias-free linear head, nothing after it (SmolLM2 and the trainer's folders of it)."""
+        model = self._model
+        return (type(model).__name__ == "LlamaForCausalLM" and self._cache_kw == "past_key_values"
+                and getattr(model.lm_head, "bias", None) is None)
 
     def stream(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
                plan: Sequence[Segment] = FREE_PLAN, cancel: threading.Event | None = None) -> Iterator[TokenPiece]:
