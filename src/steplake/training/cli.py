@@ -74,7 +74,7 @@ def train_demo_options(fn: Any) -> Any:
         click.option("--train", "train_loop", is_flag=True,
                      help="Run the closed loop instead: agents sample, `steplake train` learns and publishes, the "
                           "model reloads (see README, Training loop). In this mode --tasks is the groups per "
-                          "batch [2], --rollouts per group [6], --max-tokens [12]."),
+                          "batch [2], --rollouts per group [6], --max-tokens [16]."),
         click.option("--minutes", type=click.FloatRange(0, min_open=True), default=15.0, show_default=True,
                      help="--train: train this long."),
         click.option("--versions", type=click.IntRange(1), default=None, help="--train: stop after this many."),

@@ -74,7 +74,7 @@ class LoopConfig:
     versions: int | None = None
     groups: int = 2  # groups per batch
     rollouts: int = 6  # per group
-    max_tokens: int = 12
+    max_tokens: int = 16
     eval_groups: int = 4
     lr: float = 5e-5
     max_staleness: int = 1
