@@ -11,11 +11,11 @@ needs no chain walk; NULL means "rebuild from the chain").
 from __future__ import annotations
 
 from .funnel_sql import (
-                         GROUP_COUNTS,
-                         TRAJECTORY_COUNTS,
-                         pg_counters_migration,
-                         pg_funnel_migration,
-                         pg_slotted_migration,
+    GROUP_COUNTS,
+    TRAJECTORY_COUNTS,
+    pg_counters_migration,
+    pg_funnel_migration,
+    pg_slotted_migration,
 )
 
 PG_SCHEMA_V1 = """
